@@ -1,0 +1,204 @@
+//! The executor: owns a buffer for every variable, gradient and saved tensor of a graph
+//! (allocated once, reused every step), and runs programs on the device.
+//!
+//! A program is a function that calls ops against a [`Ctx`]. On the CPU it simply runs.
+//! On wgpu it runs once to *record* a command list, which is cached under its name and
+//! replayed as a single submission every later time: the graph is static, so the
+//! commands are too. Only data that changes per step (inputs, learning rate) is
+//! uploaded, and only what the host asks for is read back.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+
+use crate::backend::gpu::Cmd;
+use crate::backend::{Buf, CpuStore, Ctx, Device, Recorder};
+use crate::graph::{Graph, Var};
+
+enum Store {
+    Cpu(CpuStore),
+    Gpu { bufs: Vec<wgpu::Buffer>, programs: HashMap<&'static str, Vec<Cmd>> },
+}
+
+/// Buffer of every variable, gradient and saved tensor.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub value: Vec<Buf>,
+    pub grad: Vec<Option<Buf>>,
+    pub saved: Vec<Buf>,
+    /// Holds the seed of the backward pass (dL/dL = 1, or a given upstream gradient).
+    pub seed: Buf,
+}
+
+pub struct Executor {
+    pub graph: Graph,
+    pub device: Device,
+    pub layout: Layout,
+    store: Store,
+}
+
+impl Executor {
+    pub fn new(graph: Graph, device: Device) -> Result<Executor> {
+        let store = match &device {
+            Device::Cpu => Store::Cpu(CpuStore::default()),
+            Device::Gpu(_) => Store::Gpu { bufs: Vec::new(), programs: HashMap::new() },
+        };
+        let mut ex = Executor {
+            graph,
+            device,
+            store,
+            layout: Layout { value: vec![], grad: vec![], saved: vec![], seed: Buf { id: 0, len: 0 } },
+        };
+        let max_len = ex.graph.vars.iter().map(|v| v.len()).max().unwrap_or(0);
+        let lens: Vec<(usize, bool)> = ex.graph.vars.iter().map(|v| (v.len(), v.needs_grad)).collect();
+        for (len, needs_grad) in lens {
+            let v = ex.alloc(len);
+            let g = if needs_grad { Some(ex.alloc(len)) } else { None };
+            ex.layout.value.push(v);
+            ex.layout.grad.push(g);
+        }
+        let saved: Vec<usize> = ex.graph.nodes.iter().map(|n| n.op.saved_len()).collect();
+        for len in saved {
+            let b = ex.alloc(len);
+            ex.layout.saved.push(b);
+        }
+        ex.layout.seed = ex.alloc(max_len);
+        Ok(ex)
+    }
+
+    /// A new zeroed buffer on the executor's device (optimizer state, scratch).
+    pub fn alloc(&mut self, len: usize) -> Buf {
+        match (&mut self.store, &self.device) {
+            (Store::Cpu(s), _) => s.alloc(len),
+            (Store::Gpu { bufs, .. }, Device::Gpu(g)) => {
+                let id = bufs.len();
+                bufs.push(g.create_buffer(len, "slotforge"));
+                Buf { id, len }
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    pub fn write(&mut self, b: Buf, data: &[f32]) {
+        assert_eq!(b.len, data.len(), "write: buffer holds {} floats, got {}", b.len, data.len());
+        match (&mut self.store, &self.device) {
+            (Store::Cpu(s), _) => s.get_mut(b).copy_from_slice(data),
+            (Store::Gpu { bufs, .. }, Device::Gpu(g)) => g.upload(&bufs[b.id], data),
+            _ => unreachable!(),
+        }
+    }
+
+    pub fn read(&self, b: Buf) -> Vec<f32> {
+        match (&self.store, &self.device) {
+            (Store::Cpu(s), _) => s.get(b).to_vec(),
+            (Store::Gpu { bufs, .. }, Device::Gpu(g)) => g.download(&bufs[b.id], b.len).expect("GPU readback failed"),
+            _ => unreachable!(),
+        }
+    }
+
+    /// Set the value of an input or parameter.
+    pub fn set(&mut self, v: Var, data: &[f32]) {
+        let b = self.layout.value[v.0];
+        assert_eq!(b.len, data.len(), "{}: expected {} floats ({:?}), got {}", self.graph.vars[v.0].name, b.len, self.graph.vars[v.0].shape, data.len());
+        self.write(b, data);
+    }
+
+    pub fn get(&self, v: Var) -> Vec<f32> {
+        self.read(self.layout.value[v.0])
+    }
+
+    pub fn get_grad(&self, v: Var) -> Option<Vec<f32>> {
+        self.layout.grad[v.0].map(|b| self.read(b))
+    }
+
+    /// Run program `name`: call `f` now (CPU), or record it on first use and replay (GPU).
+    pub fn run(&mut self, name: &'static str, f: impl FnOnce(&mut Ctx, &Graph, &Layout)) {
+        match (&mut self.store, &self.device) {
+            (Store::Cpu(s), _) => f(&mut Ctx::Cpu(s), &self.graph, &self.layout),
+            (Store::Gpu { bufs, programs }, Device::Gpu(g)) => {
+                if !programs.contains_key(name) {
+                    let mut cmds = Vec::new();
+                    let mut cx = Ctx::Gpu(Recorder { gpu: g, bufs, cmds: &mut cmds });
+                    f(&mut cx, &self.graph, &self.layout);
+                    programs.insert(name, cmds);
+                }
+                g.submit(bufs, &programs[name]);
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Number of GPU dispatches in a recorded program (0 on the CPU).
+    pub fn dispatch_count(&self, name: &str) -> usize {
+        match &self.store {
+            Store::Gpu { programs, .. } => {
+                programs.get(name).map_or(0, |c| c.iter().filter(|c| matches!(c, Cmd::Dispatch { .. })).count())
+            }
+            Store::Cpu(_) => 0,
+        }
+    }
+
+    pub fn forward(&mut self) {
+        self.run("forward", forward);
+    }
+
+    /// Forward then backward of the scalar `loss` (dL/dL = 1).
+    pub fn forward_backward(&mut self, loss: Var) {
+        assert_eq!(self.graph.len(loss), 1, "loss must be a scalar");
+        let mut seed = vec![0.0; self.layout.seed.len];
+        seed[0] = 1.0;
+        self.write(self.layout.seed, &seed);
+        self.run("forward_backward", |cx, g, l| {
+            forward(cx, g, l);
+            backward(cx, g, l, loss);
+        });
+    }
+
+    /// Backward from `out` with the given upstream gradient (op tests), after a forward.
+    pub fn backward_with(&mut self, out: Var, upstream: &[f32]) {
+        let mut seed = vec![0.0; self.layout.seed.len];
+        seed[..upstream.len()].copy_from_slice(upstream);
+        self.write(self.layout.seed, &seed);
+        self.run("backward_with", |cx, g, l| backward(cx, g, l, out));
+    }
+}
+
+/// Every node's forward, in recording order.
+pub fn forward(cx: &mut Ctx, g: &Graph, l: &Layout) {
+    for (i, n) in g.nodes.iter().enumerate() {
+        let x: Vec<Buf> = n.inputs.iter().map(|v| l.value[v.0]).collect();
+        n.op.forward(cx, &x, l.value[n.output.0], l.saved[i]);
+    }
+}
+
+/// Zero every gradient, seed d out, then run the nodes backward in reverse order.
+pub fn backward(cx: &mut Ctx, g: &Graph, l: &Layout, out: Var) {
+    for b in l.grad.iter().flatten() {
+        clear(cx, *b);
+    }
+    let gout = l.grad[out.0].expect("backward from a variable that needs no gradient");
+    copy(cx, Buf { id: l.seed.id, len: gout.len }, gout);
+    for (i, n) in g.nodes.iter().enumerate().rev() {
+        let Some(gy) = l.grad[n.output.0] else { continue };
+        let x: Vec<Buf> = n.inputs.iter().map(|v| l.value[v.0]).collect();
+        let gx: Vec<Option<Buf>> = n.inputs.iter().map(|v| l.grad[v.0]).collect();
+        n.op.backward(cx, &x, l.value[n.output.0], l.saved[i], gy, &gx);
+    }
+}
+
+pub fn clear(cx: &mut Ctx, b: Buf) {
+    match cx {
+        Ctx::Cpu(s) => s.get_mut(b).fill(0.0),
+        Ctx::Gpu(r) => r.clear(b),
+    }
+}
+
+pub fn copy(cx: &mut Ctx, src: Buf, dst: Buf) {
+    match cx {
+        Ctx::Cpu(s) => {
+            let v = s.get(src)[..dst.len].to_vec();
+            s.get_mut(dst).copy_from_slice(&v);
+        }
+        Ctx::Gpu(r) => r.copy(src, dst),
+    }
+}
