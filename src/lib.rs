@@ -4,4 +4,6 @@
 pub mod backend;
 pub mod exec;
 pub mod graph;
+pub mod checkpoint;
+pub mod model;
 pub mod ops;

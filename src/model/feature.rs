@@ -1,0 +1,201 @@
+//! The feature model as a graph, reading like the paper:
+//!   encoder:  enc = Linear(ReLU(Linear(LN(features))))
+//!   slots_0 = mu + exp(log_sigma) * noise  (+ segment means of enc, for spectral init)
+//!   T times:  attn = softmax_slots(k q^T / sqrt(D));  w = (attn + eps) / sum_N(attn + eps)
+//!             slots = GRU(w^T v, slots);  slots = slots + MLP(LN(slots))
+//!   decoder:  per slot and position MLP(slot + pos) -> (values, alpha logit); alpha = softmax_slots
+//!   losses:   recon = MSE;  diversity = mean_{i != j} max(cos, 0);  total = recon + w_div * diversity
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Result};
+
+use super::ModelConfig;
+use crate::backend::Device;
+use crate::exec::Executor;
+use crate::graph::{Graph, Var};
+
+/// LayerNorm eps, as PyTorch's default.
+const LN_EPS: f32 = 1e-5;
+
+/// Handles to the variables a caller feeds or reads.
+#[derive(Clone, Debug)]
+pub struct ModelVars {
+    /// [B, N, F]
+    pub features: Var,
+    /// [B, K, D]: the reparameterization noise.
+    pub noise: Var,
+    /// [B, N, K]: per-scene segment-mean weights (spectral init); zeros for the random init.
+    pub segments: Var,
+    /// [1]: the diversity weight of this step (schedules change it without re-recording).
+    pub diversity_weight: Var,
+    pub params: Vec<(String, Var)>,
+    pub slots: Var,
+    pub attn: Var,
+    pub alpha: Var,
+    pub recon: Var,
+    pub mse: Var,
+    pub diversity: Var,
+    pub total: Var,
+    pub similarity: Var,
+}
+
+impl Graph {
+    fn ln(&mut self, x: Var, p: &HashMap<String, Var>, name: &str) -> Var {
+        self.layer_norm(x, p[&format!("{name}.weight")], p[&format!("{name}.bias")], LN_EPS)
+    }
+
+    fn dense(&mut self, x: Var, p: &HashMap<String, Var>, name: &str, relu: bool) -> Var {
+        self.linear(x, p[&format!("{name}.weight")], p.get(&format!("{name}.bias")).copied(), relu)
+    }
+
+    /// PyTorch's GRUCell, gates (r, z, n): the two projections are GEMMs, the rest one fused op.
+    pub fn gru_cell(&mut self, x: Var, h: Var, p: &HashMap<String, Var>, name: &str) -> Var {
+        let gi = self.linear(x, p[&format!("{name}.weight_ih")], Some(p[&format!("{name}.bias_ih")]), false);
+        let gh = self.linear(h, p[&format!("{name}.weight_hh")], Some(p[&format!("{name}.bias_hh")]), false);
+        self.gru_gates(gi, gh, h)
+    }
+}
+
+/// Record the feature model for batch size `b`.
+pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelVars) {
+    let (n, f, d, k) = (cfg.n_tokens, cfg.feat_dim, cfg.slot_dim, cfg.num_slots);
+    let mut g = Graph::new();
+    let features = if features_grad { g.input_with_grad("input.features", &[b, n, f]) } else { g.input("input.features", &[b, n, f]) };
+    let noise = g.input("input.noise", &[b, k, d]);
+    let segments = g.input("input.segments", &[b, n, k]);
+    let diversity_weight = g.input("input.diversity_weight", &[1]);
+    let params: Vec<(String, Var)> =
+        cfg.param_shapes().into_iter().map(|(name, shape)| (name.clone(), g.param(&name, &shape))).collect();
+    let p: HashMap<String, Var> = params.iter().cloned().collect();
+
+    // encoder
+    let x = g.ln(features, &p, "encoder_norm");
+    let x = g.dense(x, &p, "encoder.layers.0", true);
+    let enc = g.dense(x, &p, "encoder.layers.1", false);
+
+    // slot init: reparameterized, plus the segment means of enc (zero unless spectral)
+    let sigma = g.exp(p["slot_attention.slots_log_sigma"]);
+    let spread = g.mul(sigma, noise);
+    let slots0 = g.add(p["slot_attention.slots_mu"], spread);
+    let seg_means = g.matmul(segments, enc, true, false);
+    let mut slots = g.add(slots0, seg_means);
+
+    // Slot Attention
+    let xi = g.ln(enc, &p, "slot_attention.norm_inputs");
+    let keys = g.dense(xi, &p, "slot_attention.to_k", false);
+    let values = g.dense(xi, &p, "slot_attention.to_v", false);
+    let mut attn = keys;
+    for _ in 0..cfg.iters {
+        let s = g.ln(slots, &p, "slot_attention.norm_slots");
+        let q = g.dense(s, &p, "slot_attention.to_q", false);
+        let q = g.scale(q, (d as f32).powf(-0.5));
+        let logits = g.matmul(keys, q, false, true); // [B, N, K]
+        attn = g.softmax(logits, 2); // over slots: slots compete for tokens
+        let w = g.attn_renorm(attn, cfg.eps); // weighted mean over tokens
+        let updates = g.matmul(w, values, true, false); // [B, K, D]
+        slots = g.gru_cell(updates, slots, &p, "slot_attention.gru");
+        let m = g.ln(slots, &p, "slot_attention.norm_mlp");
+        let m = g.dense(m, &p, "slot_attention.mlp.layers.0", true);
+        let m = g.dense(m, &p, "slot_attention.mlp.layers.1", false);
+        slots = g.add(slots, m);
+    }
+
+    // decoder: layer 0 of MLP(slot + pos) = W slot + (W pos + bias), computed per slot and per
+    // position instead of per (slot, position) pair: K + N rows instead of K * N.
+    let per_slot = g.linear(slots, p["decoder.layers.0.weight"], None, false); // [B, K, H]
+    let per_pos = g.dense(p["decoder_pos"], &p, "decoder.layers.0", false); // [1, 1, N, H]
+    let hd = cfg.dec_hidden;
+    let per_slot = g.reshape(per_slot, &[b, k, 1, hd]);
+    let h = g.add(per_slot, per_pos);
+    let mut h = g.relu(h); // [B, K, N, H]
+    for l in 1..=cfg.dec_layers {
+        h = g.dense(h, &p, &format!("decoder.layers.{l}"), l < cfg.dec_layers);
+    }
+    let alpha = g.alpha_softmax(h); // [B, K, N]
+    let recon = g.alpha_combine(h, alpha); // [B, N, F]
+
+    // losses: both terms >= 0 by construction
+    let mse = g.mse(recon, features);
+    let diversity = g.pairwise_cosine_mean(slots, true);
+    let weighted = g.mul(diversity, diversity_weight);
+    let total = g.add(mse, weighted);
+    let similarity = g.pairwise_cosine_mean(slots, false);
+
+    let vars = ModelVars {
+        features,
+        noise,
+        segments,
+        diversity_weight,
+        params,
+        slots,
+        attn,
+        alpha,
+        recon,
+        mse,
+        diversity,
+        total,
+        similarity,
+    };
+    (g, vars)
+}
+
+/// A feature model bound to a device: the recorded graph, its executor and its variables.
+pub struct FeatureModel {
+    pub cfg: ModelConfig,
+    pub batch: usize,
+    pub vars: ModelVars,
+    pub ex: Executor,
+}
+
+impl FeatureModel {
+    pub fn new(cfg: &ModelConfig, batch: usize, device: Device) -> Result<FeatureModel> {
+        Self::build_on(cfg, batch, device, false)
+    }
+
+    /// Also computes d loss / d features (reference checks; training never needs it).
+    pub fn new_with_input_grad(cfg: &ModelConfig, batch: usize, device: Device) -> Result<FeatureModel> {
+        Self::build_on(cfg, batch, device, true)
+    }
+
+    fn build_on(cfg: &ModelConfig, batch: usize, device: Device, features_grad: bool) -> Result<FeatureModel> {
+        cfg.validate()?;
+        let (g, vars) = build(cfg, batch, features_grad);
+        let ex = Executor::new(g, device)?;
+        Ok(FeatureModel { cfg: cfg.clone(), batch, vars, ex })
+    }
+
+    /// Load parameters by PyTorch name; shapes must match exactly.
+    pub fn set_params(&mut self, params: &crate::checkpoint::TensorFile) -> Result<()> {
+        for (name, var) in self.vars.params.clone() {
+            let t = params.get(&name)?;
+            let want = self.ex.graph.shape(var).to_vec();
+            if t.shape != want {
+                bail!("parameter {name}: checkpoint shape {:?}, model expects {:?}", t.shape, want);
+            }
+            self.ex.set(var, &t.data);
+        }
+        Ok(())
+    }
+
+    pub fn get_params(&self) -> crate::checkpoint::TensorFile {
+        let mut out = crate::checkpoint::TensorFile::default();
+        for (name, var) in &self.vars.params {
+            out.insert(name, &self.ex.graph.shape(*var).to_vec(), self.ex.get(*var));
+        }
+        out.metadata.insert("slotforge.config".into(), serde_json::to_string(&self.cfg).unwrap());
+        out
+    }
+
+    /// Feed one batch of inputs.
+    pub fn set_inputs(&mut self, features: &[f32], noise: &[f32], segments: Option<&[f32]>, diversity_weight: f32) {
+        self.ex.set(self.vars.features, features);
+        self.ex.set(self.vars.noise, noise);
+        let seg_len = self.ex.graph.len(self.vars.segments);
+        match segments {
+            Some(s) => self.ex.set(self.vars.segments, s),
+            None => self.ex.set(self.vars.segments, &vec![0.0; seg_len]),
+        }
+        self.ex.set(self.vars.diversity_weight, &[diversity_weight]);
+    }
+}

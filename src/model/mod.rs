@@ -1,0 +1,83 @@
+//! Models: the feature model (DINOSAUR style, over frozen ViT tokens) and the pixel model,
+//! sharing the Slot Attention module. Parameter names and layouts are PyTorch's.
+
+pub mod feature;
+pub mod init;
+
+pub use feature::{FeatureModel, ModelVars};
+
+use serde::{Deserialize, Serialize};
+
+/// The `slotforge.config` metadata of a checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub n_tokens: usize,
+    pub feat_dim: usize,
+    pub slot_dim: usize,
+    pub num_slots: usize,
+    pub mlp_hidden: usize,
+    pub dec_hidden: usize,
+    pub dec_layers: usize,
+    pub iters: usize,
+    pub eps: f32,
+}
+
+impl ModelConfig {
+    /// Every parameter: PyTorch name and shape.
+    pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (f, d, h, hd, n) = (self.feat_dim, self.slot_dim, self.mlp_hidden, self.dec_hidden, self.n_tokens);
+        let mut p: Vec<(String, Vec<usize>)> = vec![
+            ("encoder_norm.weight".into(), vec![f]),
+            ("encoder_norm.bias".into(), vec![f]),
+            ("encoder.layers.0.weight".into(), vec![d, f]),
+            ("encoder.layers.0.bias".into(), vec![d]),
+            ("encoder.layers.1.weight".into(), vec![d, d]),
+            ("encoder.layers.1.bias".into(), vec![d]),
+            ("slot_attention.slots_mu".into(), vec![1, 1, d]),
+            ("slot_attention.slots_log_sigma".into(), vec![1, 1, d]),
+        ];
+        for norm in ["norm_inputs", "norm_slots", "norm_mlp"] {
+            p.push((format!("slot_attention.{norm}.weight"), vec![d]));
+            p.push((format!("slot_attention.{norm}.bias"), vec![d]));
+        }
+        for w in ["to_q", "to_k", "to_v"] {
+            p.push((format!("slot_attention.{w}.weight"), vec![d, d]));
+        }
+        p.push(("slot_attention.gru.weight_ih".into(), vec![3 * d, d]));
+        p.push(("slot_attention.gru.weight_hh".into(), vec![3 * d, d]));
+        p.push(("slot_attention.gru.bias_ih".into(), vec![3 * d]));
+        p.push(("slot_attention.gru.bias_hh".into(), vec![3 * d]));
+        p.push(("slot_attention.mlp.layers.0.weight".into(), vec![h, d]));
+        p.push(("slot_attention.mlp.layers.0.bias".into(), vec![h]));
+        p.push(("slot_attention.mlp.layers.1.weight".into(), vec![d, h]));
+        p.push(("slot_attention.mlp.layers.1.bias".into(), vec![d]));
+        p.push(("decoder_pos".into(), vec![1, 1, n, d]));
+        let mut din = d;
+        for l in 0..=self.dec_layers {
+            let dout = if l == self.dec_layers { f + 1 } else { hd };
+            p.push((format!("decoder.layers.{l}.weight"), vec![dout, din]));
+            p.push((format!("decoder.layers.{l}.bias"), vec![dout]));
+            din = dout;
+        }
+        p
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let checks = [
+            (self.n_tokens, "n_tokens"),
+            (self.feat_dim, "feat_dim"),
+            (self.slot_dim, "slot_dim"),
+            (self.num_slots, "num_slots"),
+            (self.mlp_hidden, "mlp_hidden"),
+            (self.dec_hidden, "dec_hidden"),
+            (self.iters, "iters"),
+        ];
+        for (v, name) in checks {
+            anyhow::ensure!(v >= 1, "model config: {name} must be >= 1 (got {v})");
+        }
+        anyhow::ensure!(self.num_slots <= 64, "model config: num_slots must be <= 64 (got {})", self.num_slots);
+        anyhow::ensure!(self.eps > 0.0 && self.eps < 1e-2, "model config: eps must be in (0, 0.01) (got {})", self.eps);
+        Ok(())
+    }
+}
