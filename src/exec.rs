@@ -34,6 +34,8 @@ pub struct Executor {
     pub graph: Graph,
     pub device: Device,
     pub layout: Layout,
+    /// Bytes of every buffer this executor allocated (its device memory footprint).
+    pub allocated_bytes: usize,
     store: Store,
 }
 
@@ -47,6 +49,7 @@ impl Executor {
             graph,
             device,
             store,
+            allocated_bytes: 0,
             layout: Layout { value: vec![], grad: vec![], saved: vec![], seed: Buf { id: 0, len: 0 } },
         };
         let max_len = ex.graph.vars.iter().map(|v| v.len()).max().unwrap_or(0);
@@ -68,6 +71,7 @@ impl Executor {
 
     /// A new zeroed buffer on the executor's device (optimizer state, scratch).
     pub fn alloc(&mut self, len: usize) -> Buf {
+        self.allocated_bytes += len * 4;
         match (&mut self.store, &self.device) {
             (Store::Cpu(s), _) => s.alloc(len),
             (Store::Gpu { bufs, .. }, Device::Gpu(g)) => {

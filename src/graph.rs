@@ -43,6 +43,10 @@ pub trait Op: std::fmt::Debug {
     fn saved_len(&self) -> usize {
         0
     }
+    /// Floating-point operations of the forward pass (for benchmarks; 0 if negligible).
+    fn flops(&self) -> u64 {
+        0
+    }
     fn forward(&self, cx: &mut Ctx, x: &[Buf], y: Buf, saved: Buf);
     fn backward(&self, cx: &mut Ctx, x: &[Buf], y: Buf, saved: Buf, gy: Buf, gx: &[Option<Buf>]);
 }

@@ -2,8 +2,12 @@
 //! CPU backend, with reverse-mode autograd over a recorded graph.
 
 pub mod backend;
+pub mod bench;
+pub mod bench_kernels;
 pub mod exec;
 pub mod graph;
 pub mod checkpoint;
 pub mod model;
 pub mod ops;
+pub mod train;
+pub mod viz;

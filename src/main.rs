@@ -1,1 +1,210 @@
-fn main() {}
+//! The `slotforge` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use slotforge::backend::DeviceKind;
+use slotforge::train::config::{Schedule, TrainConfig};
+
+#[derive(Parser)]
+#[command(name = "slotforge", version, about = "Slot Attention training on WGSL kernels (wgpu) and a native CPU backend")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a model (defaults: the quick built-in synthetic CLEVR-features run).
+    Train(TrainArgs),
+    /// Score a checkpoint on a dataset: metrics.json, pred_masks.npy and PNG overlays.
+    Eval {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "runs/eval")]
+        out: PathBuf,
+        #[arg(long, default_value = "auto")]
+        device: DeviceKind,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Run a checkpoint on features: writes slots, attn, alpha, recon as safetensors.
+    Infer {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        features: PathBuf,
+        #[arg(long)]
+        noise: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "auto")]
+        device: DeviceKind,
+    },
+    /// ARI, FG-ARI and mBO of two label maps ([S,H,W] or [S,P], any integer dtype).
+    Score {
+        #[arg(long)]
+        pred: PathBuf,
+        #[arg(long = "true")]
+        truth: PathBuf,
+    },
+    /// Write a built-in synthetic dataset to disk.
+    GenData {
+        #[arg(long)]
+        synthetic: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 768)]
+        feat_dim: usize,
+    },
+    /// Spectral init diagnostics on a dataset: similarity, segmentation scores, PNGs.
+    DebugSpectral {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 11)]
+        num_slots: usize,
+        #[arg(long, default_value = "runs/debug-spectral")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Benchmarks: `kernels` (every kernel family) or `step` (one training step); JSON lines.
+    Bench {
+        what: String,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceKind,
+        /// Timed steps (step benchmark), after one untimed warm-up step.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+    },
+    /// List every wgpu adapter with its backend, type and limits.
+    Devices,
+}
+
+/// Flags override the config file; each has a TOML key of the same name.
+#[derive(Parser, Debug)]
+struct TrainArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long)]
+    synthetic: Option<String>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    subset_percent: Option<f32>,
+    #[arg(long)]
+    num_slots: Option<usize>,
+    #[arg(long)]
+    use_spectral: bool,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    warmup_epochs: Option<f32>,
+    #[arg(long)]
+    learning_rate: Option<f32>,
+    #[arg(long, allow_hyphen_values = true)]
+    diversity_weight: Option<f32>,
+    #[arg(long)]
+    diversity_schedule: Option<Schedule>,
+    #[arg(long)]
+    device: Option<DeviceKind>,
+    #[arg(long)]
+    debug_spectral: bool,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    #[arg(long)]
+    log_every: Option<usize>,
+    #[arg(long)]
+    time_limit_minutes: Option<f32>,
+}
+
+impl TrainArgs {
+    fn into_config(self) -> Result<TrainConfig> {
+        let mut c = match &self.config {
+            Some(p) => TrainConfig::from_file(p)?,
+            None => TrainConfig::default(),
+        };
+        macro_rules! over {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
+        }
+        over!(synthetic, batch_size, subset_percent, num_slots, epochs, warmup_epochs, learning_rate,
+              diversity_weight, diversity_schedule, device, seed, out, log_every, time_limit_minutes);
+        if self.data.is_some() {
+            c.data = self.data;
+        }
+        if self.resume.is_some() {
+            c.resume = self.resume;
+        }
+        c.use_spectral |= self.use_spectral;
+        c.debug_spectral |= self.debug_spectral;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Train(args) => {
+            let cfg = args.into_config()?;
+            let summary = slotforge::train::run::train(cfg)?;
+            println!("{}", serde_json::to_string(&summary)?);
+        }
+        Cmd::Eval { checkpoint, data, out, device, seed } => {
+            let metrics = slotforge::train::commands::eval(&checkpoint, &data, &out, device, seed)?;
+            println!("{metrics}");
+        }
+        Cmd::Infer { checkpoint, features, noise, out, device } => {
+            slotforge::train::commands::infer(&checkpoint, &features, noise.as_deref(), &out, device)?;
+        }
+        Cmd::Score { pred, truth } => {
+            println!("{}", slotforge::train::commands::score(&pred, &truth)?);
+        }
+        Cmd::GenData { synthetic, count, out, seed, feat_dim } => {
+            let ds = slotforge::data::synthetic::generate(&synthetic, count, seed, feat_dim)?;
+            ds.save(&out).with_context(|| format!("writing dataset to {}", out.display()))?;
+            println!("wrote {count} {synthetic} scenes to {}", out.display());
+        }
+        Cmd::DebugSpectral { data, num_slots, out, seed } => {
+            slotforge::train::commands::debug_spectral(&data, num_slots, &out, seed)?;
+        }
+        Cmd::Bench { what, device, steps, batch } => slotforge::bench::run(&what, device, steps, batch)?,
+        Cmd::Devices => {
+            let list = slotforge::backend::list_adapters();
+            if list.is_empty() {
+                println!("no wgpu adapters found (the native CPU backend is always available)");
+            }
+            for line in list {
+                println!("{line}");
+            }
+            println!("Cpu\tnative\tslotforge CPU backend ({} threads)", rayon::current_num_threads());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! `slotforge bench step|kernels`: one JSON line per result.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use crate::backend::{open_device, Device, DeviceKind};
+use crate::model::init::init_params;
+use crate::model::{FeatureModel, ModelConfig};
+use crate::ops::optim::{Adam, AdamConfig};
+
+/// The reference-scale feature model of the step benchmark (and of the PyTorch baseline in
+/// `benches/torch_step.py`): N = 256, F = 768, D = 128, K = 11, T = 3, MLP 512, decoder 3 x 512.
+pub fn reference_config() -> ModelConfig {
+    ModelConfig { n_tokens: 256, feat_dim: 768, slot_dim: 128, num_slots: 11, mlp_hidden: 512, dec_hidden: 512, dec_layers: 3, iters: 3, eps: 1e-8 }
+}
+
+pub fn run(what: &str, device: DeviceKind, steps: usize, batch: usize) -> Result<()> {
+    match what {
+        "step" => bench_step(device, steps, batch),
+        "kernels" => crate::bench_kernels::run(device),
+        other => bail!("unknown benchmark {other:?}: expected `step` or `kernels`"),
+    }
+}
+
+/// Peak resident memory of this process in bytes (Linux: VmHWM).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize) -> Result<()> {
+    let (device, why) = open_device(kind)?;
+    eprintln!("device: {} ({why})", device.name());
+    let cfg = reference_config();
+    let mut model = FeatureModel::new(&cfg, batch, device.clone())?;
+    model.set_params(&init_params(&cfg, 0))?;
+    let params: Vec<_> = model.vars.params.iter().map(|(_, v)| *v).collect();
+    let adam = Adam::new(&mut model.ex, &params, AdamConfig::default());
+    let mut rng = crate::train::run::step_rng(0, 9, 0);
+    let feats = crate::train::run::randn(&mut rng, batch * cfg.n_tokens * cfg.feat_dim, 1.0);
+    let noise = crate::train::run::randn(&mut rng, batch * cfg.num_slots * cfg.slot_dim, 1.0);
+    model.set_inputs(&feats, &noise, None, 1e-4);
+    let total = model.vars.total;
+    let flops: u64 = model.ex.graph.nodes.iter().map(|n| n.op.flops()).sum::<u64>() * 3; // forward + two backward products
+    let mut times = Vec::new();
+    for i in 0..steps + 1 {
+        adam.set_step(&mut model.ex, i as u64 + 1, 1e-4);
+        let t = Instant::now();
+        model.ex.run("train_step", |cx, g, l| {
+            crate::exec::forward(cx, g, l);
+            crate::exec::backward(cx, g, l, total);
+            adam.record(cx, l);
+        });
+        // the loss readback waits for the device: the step is complete when it returns
+        let loss = model.ex.get(total)[0];
+        anyhow::ensure!(loss.is_finite(), "benchmark step produced a non-finite loss");
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64()); // step 0 records pipelines and warms caches
+        }
+    }
+    let med = median(&mut times);
+    let rec = json!({
+        "bench": "step", "device": device.name(), "batch": batch, "steps": steps,
+        "median_s": med, "min_s": times.iter().cloned().fold(f64::MAX, f64::min),
+        "gflop_per_step": flops as f64 / 1e9, "gflops": flops as f64 / 1e9 / med,
+        "peak_rss_mib": peak_rss_bytes().map(|b| b as f64 / 1048576.0),
+        "device_buffers_mib": model.ex.allocated_bytes as f64 / 1048576.0,
+        "dispatches_per_step": if matches!(device, Device::Gpu(_)) { Some(model.ex.dispatch_count("train_step")) } else { None },
+        "threads": rayon::current_num_threads(),
+    });
+    println!("{rec}");
+    Ok(())
+}

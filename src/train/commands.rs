@@ -1,0 +1,92 @@
+//! `eval`, `infer`, `score` and `debug-spectral`: thin layers over the model, the metrics
+//! and the spectral module.
+
+use std::path::Path;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::json;
+
+use super::run::{checkpoint_config, randn, step_rng};
+use crate::backend::{open_device, DeviceKind};
+use crate::checkpoint::{write_atomic, TensorFile};
+use crate::data::{npy, Dataset};
+use crate::model::FeatureModel;
+
+fn load_model(checkpoint: &Path, batch: usize, device: DeviceKind) -> Result<FeatureModel> {
+    let params = TensorFile::load(checkpoint)?;
+    let cfg = checkpoint_config(&params)?;
+    let (dev, why) = open_device(device)?;
+    eprintln!("device: {} ({why})", dev.name());
+    let mut model = FeatureModel::new(&cfg, batch, dev)?;
+    model.set_params(&params)?;
+    Ok(model)
+}
+
+pub fn eval(checkpoint: &Path, data_dir: &Path, out: &Path, device: DeviceKind, seed: u64) -> Result<serde_json::Value> {
+    let data = Dataset::load(data_dir)?;
+    ensure!(data.masks.is_some(), "{}: no masks.npy, nothing to score against", data_dir.display());
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create output directory {}", out.display()))?;
+    let mut model = load_model(checkpoint, data.count.min(32), device)?;
+    ensure!(
+        model.cfg.n_tokens == data.tokens() && model.cfg.feat_dim == data.feat_dim,
+        "checkpoint expects {} tokens x {} dims, the data has {} x {}",
+        model.cfg.n_tokens, model.cfg.feat_dim, data.tokens(), data.feat_dim
+    );
+    let k = model.cfg.num_slots;
+    let alpha = super::eval::predict(&mut model, &data, seed, None, 1.0);
+    let metrics = super::eval::score_masks(&alpha, k, &data)?;
+    let (gh, gw) = data.grid;
+    let (mh, mw) = data.mask_hw;
+    let n = gh * gw;
+    let mut pred = Vec::with_capacity(data.count * mh * mw);
+    for s in 0..data.count {
+        pred.extend(crate::metrics::upsample_argmax(&alpha[s * k * n..(s + 1) * k * n], k, (gh, gw), (mh, mw)).iter().map(|&v| v as u8));
+    }
+    npy::write_u8(&out.join("pred_masks.npy"), &pred, &[data.count, mh, mw])?;
+    super::eval::draw_masks(&alpha, k, &data, 8, &out.join("masks.png"))?;
+    write_atomic(&out.join("metrics.json"), serde_json::to_string_pretty(&metrics)?.as_bytes())?;
+    Ok(metrics)
+}
+
+pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Path, device: DeviceKind) -> Result<()> {
+    let (feats, shape) = npy::read_f32(features)?;
+    ensure!(shape.len() == 3, "{}: features must be [B, N, F], got shape {shape:?}", features.display());
+    let b = shape[0];
+    ensure!(b >= 1, "{}: no scenes", features.display());
+    let mut model = load_model(checkpoint, b, device)?;
+    let (n, f, k, d) = (model.cfg.n_tokens, model.cfg.feat_dim, model.cfg.num_slots, model.cfg.slot_dim);
+    ensure!(shape[1] == n && shape[2] == f, "{}: features are {shape:?}, the checkpoint expects [B, {n}, {f}]", features.display());
+    let z = match noise {
+        Some(p) => {
+            let (z, zs) = npy::read_f32(p)?;
+            ensure!(zs == [b, k, d], "{}: noise must be [{b}, {k}, {d}], got {zs:?}", p.display());
+            z
+        }
+        None => randn(&mut step_rng(0, 3, 0), b * k * d, 1.0),
+    };
+    model.set_inputs(&feats, &z, None, 0.0);
+    model.ex.forward();
+    let v = model.vars.clone();
+    let mut t = TensorFile::default();
+    t.insert("slots", &[b, k, d], model.ex.get(v.slots));
+    t.insert("attn", &[b, n, k], model.ex.get(v.attn));
+    t.insert("alpha", &[b, k, n], model.ex.get(v.alpha));
+    t.insert("recon", &[b, n, f], model.ex.get(v.recon));
+    t.save(out)?;
+    eprintln!("wrote slots, attn, alpha, recon to {}", out.display());
+    Ok(())
+}
+
+pub fn score(pred: &Path, truth: &Path) -> Result<serde_json::Value> {
+    let (p, ps) = npy::read_labels(pred)?;
+    let (t, ts) = npy::read_labels(truth)?;
+    ensure!(ps == ts, "label maps differ in shape: pred {ps:?}, true {ts:?}");
+    ensure!(ps.len() == 2 || ps.len() == 3, "label maps must be [S, H, W] or [S, P], got {ps:?}");
+    let per: usize = ps[1..].iter().product();
+    let s = crate::metrics::score_batch(&t, &p, per);
+    Ok(json!({"ari": s.ari, "fg_ari": s.fg_ari, "mbo": s.mbo, "images": s.count}))
+}
+
+pub fn debug_spectral(_data: &Path, _k: usize, _out: &Path, _seed: u64) -> Result<()> {
+    anyhow::bail!("debug-spectral is not wired up yet")
+}

@@ -1,0 +1,232 @@
+//! Run configuration: TOML files in `configs/`, overridden by command-line flags.
+//! Every flag has a TOML key of the same name; unknown keys and out-of-range values are
+//! rejected with a message naming them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::DeviceKind;
+use crate::model::ModelConfig;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// The same weight every step.
+    Constant,
+    /// epoch < 10: 1e-4, < 30: 1e-3, then 5e-3 (thresholds and values configurable).
+    Stepped,
+    /// Closed loop on the measured slot similarity.
+    Adaptive,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct TrainConfig {
+    // data
+    pub data: Option<PathBuf>,
+    pub synthetic: String,
+    pub train_count: usize,
+    pub val_count: usize,
+    pub feat_dim: usize,
+    pub subset_percent: f32,
+    // model
+    pub num_slots: usize,
+    pub slot_dim: usize,
+    pub mlp_hidden: usize,
+    pub dec_hidden: usize,
+    pub dec_layers: usize,
+    pub iters: usize,
+    pub use_spectral: bool,
+    /// Scale of the reparameterization noise added on top of the spectral init.
+    pub spectral_noise: f32,
+    // optimization
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub warmup_epochs: f32,
+    pub learning_rate: f32,
+    /// Exponential decay after warmup: lr halves every this many steps (0 = no decay).
+    pub decay_half_life: usize,
+    pub max_grad_norm: f32,
+    pub diversity_weight: f32,
+    pub diversity_schedule: Schedule,
+    pub stepped_epochs: [usize; 2],
+    pub stepped_weights: [f32; 3],
+    /// Adaptive schedule: target band for the centered slot similarity, weight bounds, step factor.
+    pub adaptive_target: f32,
+    pub adaptive_bounds: [f32; 2],
+    pub adaptive_factor: f32,
+    // run
+    pub device: DeviceKind,
+    pub debug_spectral: bool,
+    pub seed: u64,
+    pub out: PathBuf,
+    pub resume: Option<PathBuf>,
+    pub log_every: usize,
+    /// Collapse warning: fewer than this share of slots active, or mask overlap above, for
+    /// `collapse_checks` consecutive log steps.
+    pub collapse_overlap: f32,
+    pub collapse_checks: usize,
+    /// Stop after this many minutes (0 = no limit); the last epoch is still evaluated.
+    pub time_limit_minutes: f32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            data: None,
+            synthetic: "clevr-features".into(),
+            train_count: 1000,
+            val_count: 100,
+            feat_dim: 384,
+            subset_percent: 100.0,
+            num_slots: 11,
+            slot_dim: 64,
+            mlp_hidden: 128,
+            dec_hidden: 256,
+            dec_layers: 2,
+            iters: 3,
+            use_spectral: false,
+            spectral_noise: 0.1,
+            batch_size: 32,
+            epochs: 20,
+            warmup_epochs: 1.0,
+            learning_rate: 4e-4,
+            decay_half_life: 0,
+            max_grad_norm: 1.0,
+            diversity_weight: 1e-4,
+            diversity_schedule: Schedule::Constant,
+            stepped_epochs: [10, 30],
+            stepped_weights: [1e-4, 1e-3, 5e-3],
+            adaptive_target: 0.3,
+            adaptive_bounds: [1e-5, 1e-1],
+            adaptive_factor: 1.5,
+            device: DeviceKind::Auto,
+            debug_spectral: false,
+            seed: 0,
+            out: PathBuf::from("runs/latest"),
+            resume: None,
+            log_every: 10,
+            collapse_overlap: 0.5,
+            collapse_checks: 5,
+            time_limit_minutes: 0.0,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn from_file(path: &Path) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let cfg: TrainConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.batch_size >= 1 && self.batch_size <= 4096, "batch-size must be in 1..=4096 (got {})", self.batch_size);
+        ensure!(
+            self.subset_percent > 0.0 && self.subset_percent <= 100.0,
+            "subset-percent must be in (0, 100] (got {})",
+            self.subset_percent
+        );
+        ensure!(self.num_slots >= 1 && self.num_slots <= 64, "num-slots must be in 1..=64 (got {})", self.num_slots);
+        ensure!(self.epochs >= 1, "epochs must be >= 1 (got {})", self.epochs);
+        ensure!(self.warmup_epochs >= 0.0, "warmup-epochs must be >= 0 (got {})", self.warmup_epochs);
+        ensure!(
+            self.learning_rate > 0.0 && self.learning_rate < 1.0 && self.learning_rate.is_finite(),
+            "learning-rate must be in (0, 1) (got {})",
+            self.learning_rate
+        );
+        ensure!(
+            self.diversity_weight >= 0.0 && self.diversity_weight.is_finite(),
+            "diversity-weight must be >= 0: a negative weight rewards identical slots and drives the total loss negative (got {})",
+            self.diversity_weight
+        );
+        ensure!(self.stepped_weights.iter().all(|w| *w >= 0.0), "stepped-weights must be >= 0");
+        ensure!(
+            self.adaptive_bounds[0] >= 0.0 && self.adaptive_bounds[0] <= self.adaptive_bounds[1],
+            "adaptive-bounds must be 0 <= low <= high"
+        );
+        ensure!(self.adaptive_factor > 1.0, "adaptive-factor must be > 1");
+        ensure!(self.max_grad_norm > 0.0, "max-grad-norm must be > 0");
+        ensure!(self.log_every >= 1, "log-every must be >= 1");
+        ensure!(self.train_count >= 1 && self.val_count >= 1, "train-count and val-count must be >= 1");
+        ensure!(self.feat_dim >= 1 && self.feat_dim <= 8192, "feat-dim must be in 1..=8192");
+        ensure!(self.spectral_noise >= 0.0, "spectral-noise must be >= 0");
+        ensure!(
+            self.collapse_overlap > 0.0 && self.collapse_overlap <= 1.0,
+            "collapse-overlap must be in (0, 1]"
+        );
+        Ok(())
+    }
+
+    pub fn model(&self, n_tokens: usize, feat_dim: usize) -> ModelConfig {
+        ModelConfig {
+            n_tokens,
+            feat_dim,
+            slot_dim: self.slot_dim,
+            num_slots: self.num_slots,
+            mlp_hidden: self.mlp_hidden,
+            dec_hidden: self.dec_hidden,
+            dec_layers: self.dec_layers,
+            iters: self.iters,
+            eps: 1e-8,
+        }
+    }
+}
+
+/// Learning rate at `step` (0-based): linear warmup, then exponential decay.
+pub fn learning_rate(cfg: &TrainConfig, step: usize, steps_per_epoch: usize) -> f32 {
+    let warmup = (cfg.warmup_epochs * steps_per_epoch as f32).round() as usize;
+    if step < warmup {
+        return cfg.learning_rate * (step + 1) as f32 / warmup as f32;
+    }
+    if cfg.decay_half_life == 0 {
+        return cfg.learning_rate;
+    }
+    cfg.learning_rate * 0.5f32.powf((step - warmup) as f32 / cfg.decay_half_life as f32)
+}
+
+/// The diversity weight schedule. `adaptive` keeps state: it moves the weight by a factor
+/// each log step, up while the slots are more alike than the target, down once they are
+/// below half of it, within bounds.
+#[derive(Clone, Debug)]
+pub struct DiversitySchedule {
+    pub weight: f32,
+}
+
+impl DiversitySchedule {
+    pub fn new(cfg: &TrainConfig) -> Self {
+        DiversitySchedule { weight: cfg.diversity_weight }
+    }
+
+    pub fn weight_at(&self, cfg: &TrainConfig, epoch: usize) -> f32 {
+        match cfg.diversity_schedule {
+            Schedule::Constant | Schedule::Adaptive => self.weight,
+            Schedule::Stepped => {
+                let [e1, e2] = cfg.stepped_epochs;
+                let [w0, w1, w2] = cfg.stepped_weights;
+                if epoch < e1 {
+                    w0
+                } else if epoch < e2 {
+                    w1
+                } else {
+                    w2
+                }
+            }
+        }
+    }
+
+    /// Feed back a measured similarity (adaptive only).
+    pub fn observe(&mut self, cfg: &TrainConfig, similarity: f32) {
+        if cfg.diversity_schedule != Schedule::Adaptive || !similarity.is_finite() {
+            return;
+        }
+        let [lo, hi] = cfg.adaptive_bounds;
+        if similarity > cfg.adaptive_target {
+            self.weight = (self.weight.max(lo) * cfg.adaptive_factor).min(hi);
+        } else if similarity < 0.5 * cfg.adaptive_target {
+            self.weight = (self.weight / cfg.adaptive_factor).max(lo);
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Validation: segmentation scores of the alpha masks against ground truth, at pixel level
+//! (masks upsampled bilinearly then argmaxed, as the literature does) and at token level,
+//! with the resolution ceiling beside them.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::run::{randn, step_rng};
+use super::spectral_init::SegmentCache;
+use crate::data::Dataset;
+use crate::metrics;
+use crate::model::FeatureModel;
+
+/// Per-scene predictions of a model: alpha masks [S, K, N].
+pub fn predict(model: &mut FeatureModel, data: &Dataset, seed: u64, segments: Option<&SegmentCache>, noise_scale: f32) -> Vec<f32> {
+    let (b, k, d, n) = (model.batch, model.cfg.num_slots, model.cfg.slot_dim, model.cfg.n_tokens);
+    let mut out = Vec::with_capacity(data.count * k * n);
+    let idx: Vec<usize> = (0..data.count).collect();
+    for (ci, chunk) in idx.chunks(b).enumerate() {
+        // pad the last batch by repeating its last scene; the padding is dropped below
+        let mut padded = chunk.to_vec();
+        padded.resize(b, *chunk.last().unwrap());
+        let feats = data.gather_features(&padded);
+        // fixed noise per validation batch: evaluation is deterministic
+        let noise = randn(&mut step_rng(seed, 3, ci), b * k * d, noise_scale);
+        let segs = segments.map(|c| c.gather(&padded));
+        model.set_inputs(&feats, &noise, segs.as_deref(), 0.0);
+        model.ex.forward();
+        let alpha = model.ex.get(model.vars.alpha);
+        out.extend_from_slice(&alpha[..chunk.len() * k * n]);
+    }
+    out
+}
+
+/// Scores of alpha masks [S, K, N] against the dataset's masks.
+pub fn score_masks(alpha: &[f32], k: usize, data: &Dataset) -> Result<serde_json::Value> {
+    let masks = data.masks.as_ref().ok_or_else(|| anyhow::anyhow!("the dataset has no masks.npy: cannot score segmentation"))?;
+    let (gh, gw) = data.grid;
+    let n = gh * gw;
+    let (mh, mw) = data.mask_hw;
+    let (mut pix_t, mut pix_p, mut tok_t, mut tok_p, mut ceil_p) = (vec![], vec![], vec![], vec![], vec![]);
+    for s in 0..data.count {
+        let a = &alpha[s * k * n..(s + 1) * k * n];
+        let mask = &masks[s * mh * mw..(s + 1) * mh * mw];
+        pix_p.extend(metrics::upsample_argmax(a, k, (gh, gw), (mh, mw)));
+        pix_t.extend(mask.iter().map(|&v| v as u32));
+        let reduced = metrics::reduce_to_grid(mask, (mh, mw), (gh, gw));
+        tok_p.extend((0..n).map(|t| (0..k).max_by(|&i, &j| a[i * n + t].total_cmp(&a[j * n + t])).unwrap() as u32));
+        ceil_p.extend(metrics::upsample_labels(&reduced, (gh, gw), (mh, mw)));
+        tok_t.extend(reduced);
+    }
+    let pixel = metrics::score_batch(&pix_t, &pix_p, mh * mw);
+    let token = metrics::score_batch(&tok_t, &tok_p, n);
+    let ceiling = metrics::score_batch(&pix_t, &ceil_p, mh * mw);
+    Ok(json!({
+        "fg_ari": pixel.fg_ari, "ari": pixel.ari, "mbo": pixel.mbo,
+        "token_fg_ari": token.fg_ari, "token_ari": token.ari,
+        "fg_ari_ceiling": ceiling.fg_ari, "images": data.count,
+    }))
+}
+
+/// Predict and score the validation set; optionally draw the first scenes' masks.
+pub fn evaluate(
+    model: &mut FeatureModel,
+    data: &Dataset,
+    seed: u64,
+    segments: Option<&SegmentCache>,
+    noise_scale: f32,
+    png: Option<&Path>,
+) -> Result<serde_json::Value> {
+    let k = model.cfg.num_slots;
+    let alpha = predict(model, data, seed, segments, noise_scale);
+    if let Some(path) = png {
+        draw_masks(&alpha, k, data, 4, path)?;
+    }
+    score_masks(&alpha, k, data)
+}
+
+/// One row per scene: ground truth, predicted pixel masks, predicted token masks.
+pub fn draw_masks(alpha: &[f32], k: usize, data: &Dataset, scenes: usize, path: &Path) -> Result<()> {
+    let (gh, gw) = data.grid;
+    let n = gh * gw;
+    let (mh, mw) = data.mask_hw;
+    let mut rows = Vec::new();
+    for s in 0..scenes.min(data.count) {
+        let a = &alpha[s * k * n..(s + 1) * k * n];
+        let pred: Vec<u32> = metrics::upsample_argmax(a, k, (gh, gw), (mh, mw)).iter().map(|v| v + 1).collect();
+        let tokens: Vec<u32> =
+            (0..n).map(|t| (0..k).max_by(|&i, &j| a[i * n + t].total_cmp(&a[j * n + t])).unwrap() as u32 + 1).collect();
+        let mut row = vec![crate::viz::labels_image(&pred, (mh, mw), 1), crate::viz::labels_image(&tokens, (gh, gw), (mh / gh).max(1) as u32)];
+        if let Some(m) = &data.masks {
+            let gt: Vec<u32> = m[s * mh * mw..(s + 1) * mh * mw].iter().map(|&v| v as u32).collect();
+            row.insert(0, crate::viz::labels_image(&gt, (mh, mw), 1));
+        }
+        rows.push(crate::viz::hconcat(&row));
+    }
+    crate::viz::save_png(&crate::viz::vconcat(&rows), path)
+}

@@ -1,0 +1,11 @@
+//! The trainer: data in, checkpoints, metrics and pictures out, with guards that stop a
+//! run the moment a loss term goes negative or non-finite.
+
+pub mod config;
+pub mod eval;
+pub mod monitor;
+pub mod run;
+pub mod spectral_init;
+pub mod commands;
+
+pub use config::{learning_rate, DiversitySchedule, Schedule, TrainConfig};

@@ -1,0 +1,286 @@
+//! One training run.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::config::{learning_rate, DiversitySchedule, TrainConfig};
+use super::monitor::{mask_stats, slot_similarity};
+use crate::backend::{open_device, Device};
+use crate::checkpoint::TensorFile;
+use crate::data::Dataset;
+use crate::model::init::init_params;
+use crate::model::{FeatureModel, ModelConfig};
+use crate::ops::optim::{Adam, AdamConfig};
+use super::spectral_init::SegmentCache;
+
+/// What a finished run reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub steps: usize,
+    pub epochs: usize,
+    pub seconds: f64,
+    pub last: serde_json::Value,
+    pub best_token_fg_ari: f64,
+}
+
+/// Trainer state saved beside the checkpoint so `--resume` continues the same trajectory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TrainerState {
+    epoch: usize,
+    step: usize,
+    diversity_weight: f32,
+    config: TrainConfig,
+}
+
+/// Noise for step `t`: derived from (seed, t) alone, so a resumed run draws the same.
+pub fn step_rng(seed: u64, stream: u64, t: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng.set_word_pos(t as u128 * (1 << 24));
+    rng
+}
+
+pub fn randn(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+    use rand_distr::{Distribution, StandardNormal};
+    (0..n).map(|_| scale * StandardNormal.sample::<f32>(rng)).collect::<Vec<f32>>()
+}
+
+pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
+    let all = match &cfg.data {
+        Some(dir) => Dataset::load(dir)?,
+        None => crate::data::synthetic::generate(&cfg.synthetic, cfg.train_count + cfg.val_count, cfg.seed ^ 0x5eed, cfg.feat_dim)?,
+    };
+    anyhow::ensure!(all.count > cfg.val_count, "the dataset has {} scenes; need more than the {} held out for validation", all.count, cfg.val_count);
+    let (train, val) = all.split(cfg.val_count);
+    let train = if cfg.subset_percent < 100.0 { train.subset(cfg.subset_percent, cfg.seed) } else { train };
+    Ok((train, val))
+}
+
+pub fn train(cfg: TrainConfig) -> Result<Summary> {
+    cfg.validate()?;
+    let start = Instant::now();
+    let (device, why) = open_device(cfg.device)?;
+    eprintln!("device: {} ({why})", device.name());
+    std::fs::create_dir_all(&cfg.out).with_context(|| format!("cannot create output directory {}", cfg.out.display()))?;
+    probe_writable(&cfg.out)?;
+
+    let (train_set, val_set) = load_data(&cfg)?;
+    anyhow::ensure!(train_set.kind_is_features(), "the pixel model is not wired into `train` yet; use a feature dataset");
+    let n_tokens = train_set.tokens();
+    let mcfg = cfg.model(n_tokens, train_set.feat_dim);
+    let b = cfg.batch_size.min(train_set.count);
+    eprintln!(
+        "data: {} training scenes, {} validation, {} tokens x {} dims; model: {} slots of {} dims, batch {b}",
+        train_set.count, val_set.count, n_tokens, train_set.feat_dim, mcfg.num_slots, mcfg.slot_dim
+    );
+    let mut model = FeatureModel::new(&mcfg, b, device.clone())?;
+    let params: Vec<_> = model.vars.params.iter().map(|(_, v)| *v).collect();
+    let mut adam = Adam::new(
+        &mut model.ex,
+        &params,
+        AdamConfig { lr: cfg.learning_rate, max_grad_norm: Some(cfg.max_grad_norm), ..Default::default() },
+    );
+
+    let mut schedule = DiversitySchedule::new(&cfg);
+    let (mut epoch0, mut step) = (0, 0);
+    if let Some(ckpt) = &cfg.resume {
+        let (e, s, w) = load_checkpoint(ckpt, &mut model, &adam)?;
+        (epoch0, step, schedule.weight) = (e, s, w);
+        eprintln!("resumed from {} at epoch {e}, step {s}", ckpt.display());
+    } else {
+        model.set_params(&init_params(&mcfg, cfg.seed))?;
+    }
+
+    let (spectral, val_segments) = if cfg.use_spectral {
+        let t = Instant::now();
+        let train_cache = SegmentCache::build(&train_set, mcfg.num_slots, cfg.seed)?;
+        let val_cache = SegmentCache::build(&val_set, mcfg.num_slots, cfg.seed)?;
+        eprintln!("spectral init: {} scenes decomposed in {:.1} s", train_set.count + val_set.count, t.elapsed().as_secs_f32());
+        (Some(train_cache), Some(val_cache))
+    } else {
+        (None, None)
+    };
+
+    let steps_per_epoch = train_set.count / b;
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let metrics_path = cfg.out.join("metrics.jsonl");
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)
+        .with_context(|| format!("opening {}", metrics_path.display()))?;
+    let bar = indicatif::ProgressBar::new(total_steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta} {msg}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    bar.set_position(step as u64);
+    let mut history: Vec<serde_json::Value> = Vec::new();
+    let mut collapse_streak = 0;
+    let mut last = json!({});
+    let mut best = 0.0f64;
+    let (k, d, n, f) = (mcfg.num_slots, mcfg.slot_dim, n_tokens, train_set.feat_dim);
+    let mut epochs_done = epoch0;
+
+    for epoch in epoch0..cfg.epochs {
+        let mut order: Vec<usize> = (0..train_set.count).collect();
+        order.shuffle(&mut step_rng(cfg.seed, 1, epoch));
+        for chunk in order.chunks_exact(b) {
+            let lr = learning_rate(&cfg, step, steps_per_epoch);
+            let w_div = schedule.weight_at(&cfg, epoch);
+            let feats = train_set.gather_features(chunk);
+            let noise_scale = if spectral.is_some() { cfg.spectral_noise } else { 1.0 };
+            let noise = randn(&mut step_rng(cfg.seed, 2, step), b * k * d, noise_scale);
+            let segs = spectral.as_ref().map(|c| c.gather(chunk));
+            model.set_inputs(&feats, &noise, segs.as_deref(), w_div);
+            adam.set_step(&mut model.ex, step as u64 + 1, lr);
+            let total = model.vars.total;
+            model.ex.run("train_step", |cx, g, l| {
+                crate::exec::forward(cx, g, l);
+                crate::exec::backward(cx, g, l, total);
+                adam.record(cx, l);
+            });
+            step += 1;
+            bar.inc(1);
+
+            // Guards: on the CPU reading three floats is free, so every step is checked; on a
+            // GPU only at log steps, to keep the step a single submission without readback.
+            let log_now = step % cfg.log_every == 0 || step == total_steps;
+            if matches!(device, Device::Cpu) || log_now {
+                check_losses(&model, step)?;
+            }
+            if log_now {
+                let v = &model.vars;
+                let (mse, div, tot) = (model.ex.get(v.mse)[0], model.ex.get(v.diversity)[0], model.ex.get(v.total)[0]);
+                let sim_raw = model.ex.get(v.similarity)[0];
+                let slots = model.ex.get(v.slots);
+                let alpha = model.ex.get(v.alpha);
+                let (_, sim_centered) = slot_similarity(&slots, b, k, d);
+                let (active, overlap) = mask_stats(&alpha, b, k, n, 0.02);
+                schedule.observe(&cfg, sim_raw);
+                let rec = json!({
+                    "type": "step", "epoch": epoch, "step": step, "recon": mse, "diversity": div, "total": tot,
+                    "slot_similarity": sim_raw, "slot_similarity_centered": sim_centered,
+                    "active_slots": active, "mask_overlap": overlap,
+                    "lr": lr, "diversity_weight": w_div, "grad_norm": adam.last_grad_norm(&model.ex),
+                    "seconds": start.elapsed().as_secs_f64(),
+                });
+                writeln!(metrics, "{rec}")?;
+                bar.set_message(format!("recon {mse:.4} div {div:.3} sim {sim_raw:.2}/{sim_centered:.2} active {active:.1} overlap {overlap:.2}"));
+                if overlap > cfg.collapse_overlap || active < 1.5 {
+                    collapse_streak += 1;
+                    if collapse_streak == cfg.collapse_checks {
+                        bar.println(format!(
+                            "WARNING: slot collapse at step {step}: {active:.1} active slots, mask overlap {overlap:.2} for {} checks in a row. \
+                             The slots are decoding the same masks (raw similarity {sim_raw:.2}, centered {sim_centered:.2}).",
+                            cfg.collapse_checks
+                        ));
+                    }
+                } else {
+                    collapse_streak = 0;
+                }
+                history.push(rec);
+            }
+            if cfg.time_limit_minutes > 0.0 && start.elapsed().as_secs_f32() > cfg.time_limit_minutes * 60.0 {
+                break;
+            }
+        }
+        // validation, checkpoint, pictures
+        let noise_scale = if cfg.use_spectral { cfg.spectral_noise } else { 1.0 };
+        let mut eval = crate::train::eval::evaluate(&mut model, &val_set, cfg.seed, val_segments.as_ref(), noise_scale, Some(&cfg.out.join("masks.png")))?;
+        eval["type"] = json!("epoch");
+        eval["epoch"] = json!(epoch + 1);
+        eval["step"] = json!(step);
+        eval["seconds"] = json!(start.elapsed().as_secs_f64());
+        writeln!(metrics, "{eval}")?;
+        bar.println(format!(
+            "epoch {}: token_fg_ari {:.3} fg_ari {:.3} (ceiling {:.3}) ari {:.3} mbo {:.3}",
+            epoch + 1, eval["token_fg_ari"], eval["fg_ari"], eval["fg_ari_ceiling"], eval["ari"], eval["mbo"]
+        ));
+        best = best.max(eval["token_fg_ari"].as_f64().unwrap_or(0.0));
+        history.push(eval.clone());
+        last = eval;
+        save_checkpoint(&cfg.out, &model, &adam, &TrainerState { epoch: epoch + 1, step, diversity_weight: schedule.weight, config: cfg.clone() })?;
+        plot_history(&history, &cfg.out)?;
+        epochs_done = epoch + 1;
+        if cfg.time_limit_minutes > 0.0 && start.elapsed().as_secs_f32() > cfg.time_limit_minutes * 60.0 {
+            bar.println(format!("time limit of {} minutes reached", cfg.time_limit_minutes));
+            break;
+        }
+    }
+    bar.finish();
+    Ok(Summary { steps: step, epochs: epochs_done, seconds: start.elapsed().as_secs_f64(), last, best_token_fg_ari: best })
+}
+
+fn probe_writable(dir: &Path) -> Result<()> {
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"").with_context(|| format!("output directory {} is not writable", dir.display()))?;
+    std::fs::remove_file(&probe).ok();
+    Ok(())
+}
+
+/// Stop on a negative or non-finite loss term, naming it, the step and every term's value.
+pub fn check_losses(model: &FeatureModel, step: usize) -> Result<()> {
+    let v = &model.vars;
+    let terms = [("recon", model.ex.get(v.mse)[0]), ("diversity", model.ex.get(v.diversity)[0]), ("total", model.ex.get(v.total)[0])];
+    for (name, val) in terms {
+        if !val.is_finite() || val < 0.0 {
+            let all: Vec<String> = terms.iter().map(|(n, x)| format!("{n}={x}")).collect();
+            bail!(
+                "loss term `{name}` is {} at step {step} ({}); training stopped, the last good checkpoint is kept",
+                if val.is_finite() { "negative" } else { "non-finite" },
+                all.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn save_checkpoint(out: &Path, model: &FeatureModel, adam: &Adam, state: &TrainerState) -> Result<()> {
+    let mut opt = TensorFile::default();
+    for (name, data) in adam.state(&model.ex) {
+        let len = data.len();
+        opt.insert(&name, &[len], data);
+    }
+    opt.metadata.insert("slotforge.trainer".into(), serde_json::to_string(state)?);
+    // optimizer first: the model file is the one users look for, so it lands last
+    opt.save(&out.join("optimizer.safetensors"))?;
+    model.get_params().save(&out.join("model.safetensors"))
+}
+
+fn load_checkpoint(path: &Path, model: &mut FeatureModel, adam: &Adam) -> Result<(usize, usize, f32)> {
+    let params = TensorFile::load(path)?;
+    model.set_params(&params)?;
+    let opt_path = path.with_file_name("optimizer.safetensors");
+    let opt = TensorFile::load(&opt_path).with_context(|| format!("--resume needs {} next to the checkpoint", opt_path.display()))?;
+    let state: Vec<(String, Vec<f32>)> = opt.tensors.iter().map(|(n, t)| (n.clone(), t.data.clone())).collect();
+    adam.load_state(&mut model.ex, &state)?;
+    let ts: TrainerState = serde_json::from_str(opt.metadata.get("slotforge.trainer").context("optimizer file lacks trainer state")?)?;
+    Ok((ts.epoch, ts.step, ts.diversity_weight))
+}
+
+/// Read a checkpoint's model config.
+pub fn checkpoint_config(params: &TensorFile) -> Result<ModelConfig> {
+    let text = params.metadata.get("slotforge.config").context("checkpoint lacks slotforge.config metadata")?;
+    let cfg: ModelConfig = serde_json::from_str(text).context("parsing slotforge.config")?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn plot_history(history: &[serde_json::Value], out: &Path) -> Result<()> {
+    let series = |ty: &str, key: &str| -> Vec<f32> {
+        history.iter().filter(|r| r["type"] == ty).filter_map(|r| r[key].as_f64()).map(|v| v as f32).collect()
+    };
+    crate::viz::plot_lines(&[("recon", series("step", "recon")), ("total", series("step", "total"))], true, &out.join("loss.png"))?;
+    crate::viz::plot_lines(
+        &[("token_fg_ari", series("epoch", "token_fg_ari")), ("fg_ari", series("epoch", "fg_ari")), ("mbo", series("epoch", "mbo"))],
+        false,
+        &out.join("fg_ari.png"),
+    )
+}
