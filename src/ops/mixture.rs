@@ -1,1 +1,257 @@
-//! (being written)
+//! The spatial-broadcast decoder's alpha-mask mixture. Each slot decodes to dec [B, K, N, C]
+//! whose last channel is a mask logit: `alpha_softmax` normalizes the logits over slots,
+//! `alpha_combine` mixes the other channels with those masks. WGSL: `shaders/mixture.wgsl`.
+
+use rayon::prelude::*;
+
+use crate::backend::{Buf, Ctx};
+use crate::graph::{Graph, Op, Var};
+use crate::shader;
+
+const WGSL: crate::backend::gpu::Shader = shader!("mixture");
+
+const PAR_MIN: usize = 1 << 15;
+
+/// dec [B, K, N, C] -> alpha [B, K, N] = softmax over k of dec[b, k, n, C-1].
+#[derive(Debug)]
+pub struct AlphaSoftmax {
+    pub b: usize,
+    pub k: usize,
+    pub n: usize,
+    pub c: usize,
+}
+
+impl AlphaSoftmax {
+    /// The shader's Params has five words; `lanes` is unused here.
+    fn params(&self) -> [u32; 5] {
+        [self.b as u32, self.k as u32, self.n as u32, self.c as u32, 1]
+    }
+}
+
+impl Op for AlphaSoftmax {
+    fn name(&self) -> &'static str {
+        "alpha_softmax"
+    }
+    fn forward(&self, cx: &mut Ctx, x: &[Buf], y: Buf, _: Buf) {
+        let (k, n, c) = (self.k, self.n, self.c);
+        match cx {
+            Ctx::Cpu(s) => s.run(&[x[0]], &[y], |r, w| {
+                let scene = |b: usize, out: &mut [f32]| {
+                    let dec = &r[0][b * k * n * c..(b + 1) * k * n * c];
+                    let logit = |kk: usize, nn: usize| dec[(kk * n + nn) * c + c - 1];
+                    for nn in 0..n {
+                        let m = (0..k).map(|kk| logit(kk, nn)).fold(f32::NEG_INFINITY, f32::max);
+                        let mut z = 0f64;
+                        for kk in 0..k {
+                            let e = (logit(kk, nn) - m).exp();
+                            out[kk * n + nn] = e;
+                            z += e as f64;
+                        }
+                        let inv = (1.0 / z) as f32;
+                        for kk in 0..k {
+                            out[kk * n + nn] *= inv;
+                        }
+                    }
+                };
+                for_chunks(w[0], k * n, self.b * k * n > PAR_MIN, scene);
+            }),
+            Ctx::Gpu(r) => r.dispatch_1d(WGSL, "alpha_softmax_forward", &self.params(), &[x[0], y], self.b * n),
+        }
+    }
+    fn backward(&self, cx: &mut Ctx, _: &[Buf], y: Buf, _: Buf, gy: Buf, gx: &[Option<Buf>]) {
+        // dlogit[k] = alpha[k] (gy[k] - sum_k' alpha[k'] gy[k']), into the last channel only
+        let Some(gd) = gx[0] else { return };
+        let (k, n, c) = (self.k, self.n, self.c);
+        match cx {
+            Ctx::Cpu(s) => s.run(&[y, gy], &[gd], |r, w| {
+                let scene = |b: usize, out: &mut [f32]| {
+                    let (alpha, g) = (&r[0][b * k * n..(b + 1) * k * n], &r[1][b * k * n..(b + 1) * k * n]);
+                    for nn in 0..n {
+                        let dot: f64 = (0..k).map(|kk| alpha[kk * n + nn] as f64 * g[kk * n + nn] as f64).sum();
+                        for kk in 0..k {
+                            let i = kk * n + nn;
+                            out[i * c + c - 1] += (alpha[i] as f64 * (g[i] as f64 - dot)) as f32;
+                        }
+                    }
+                };
+                for_chunks(w[0], k * n * c, self.b * k * n > PAR_MIN, scene);
+            }),
+            Ctx::Gpu(r) => r.dispatch_1d(WGSL, "alpha_softmax_backward", &self.params(), &[y, gy, gd], self.b * n),
+        }
+    }
+}
+
+/// recon [B, N, C-1] = sum_k alpha[b,k,n] dec[b,k,n,c] for c < C-1.
+#[derive(Debug)]
+pub struct AlphaCombine {
+    pub b: usize,
+    pub k: usize,
+    pub n: usize,
+    pub c: usize,
+}
+
+impl AlphaCombine {
+    /// Threads per (b, k, n) row in the GPU row kernels: a power of two fitted to the C-1
+    /// channels (RGB rows get 4, feature rows 64), so few lanes idle.
+    fn lanes(&self) -> usize {
+        (self.c - 1).next_power_of_two().min(64)
+    }
+    fn params(&self) -> [u32; 5] {
+        [self.b as u32, self.k as u32, self.n as u32, self.c as u32, self.lanes() as u32]
+    }
+}
+
+impl Op for AlphaCombine {
+    fn name(&self) -> &'static str {
+        "alpha_combine"
+    }
+    fn forward(&self, cx: &mut Ctx, x: &[Buf], y: Buf, _: Buf) {
+        let (k, n, c) = (self.k, self.n, self.c);
+        let cm = c - 1;
+        match cx {
+            Ctx::Cpu(s) => s.run(&[x[0], x[1]], &[y], |r, w| {
+                let (dec, alpha) = (r[0], r[1]);
+                // one output row (b, n) at a time: K short contiguous axpys (vectorized)
+                let row = |bn: usize, out: &mut [f32]| {
+                    let (b, nn) = (bn / n, bn % n);
+                    out.fill(0.0);
+                    for kk in 0..k {
+                        let i = (b * k + kk) * n + nn;
+                        let a = alpha[i];
+                        for (o, &v) in out.iter_mut().zip(&dec[i * c..i * c + cm]) {
+                            *o += a * v;
+                        }
+                    }
+                };
+                for_chunks(w[0], cm, self.b * k * n * cm > PAR_MIN, row);
+            }),
+            Ctx::Gpu(r) => r.dispatch_1d(WGSL, "combine_forward", &self.params(), &[x[0], x[1], y], self.b * n * cm),
+        }
+    }
+    fn backward(&self, cx: &mut Ctx, x: &[Buf], _: Buf, _: Buf, gy: Buf, gx: &[Option<Buf>]) {
+        // ddec[b,k,n,c] += alpha[b,k,n] gy[b,n,c];  dalpha[b,k,n] += sum_c gy[b,n,c] dec[b,k,n,c]
+        let (k, n, c) = (self.k, self.n, self.c);
+        let cm = c - 1;
+        let rows = self.b * k * n;
+        let par = rows * cm > PAR_MIN;
+        let grow = move |row: usize| {
+            let (b, nn) = (row / (k * n), row % n);
+            (b * n + nn) * cm
+        };
+        match cx {
+            Ctx::Cpu(s) => match (gx[0], gx[1]) {
+                (None, None) => {}
+                (Some(gd), None) => s.run(&[x[1], gy], &[gd], |r, w| {
+                    let (alpha, g) = (r[0], r[1]);
+                    for_chunks(w[0], c, par, |row, out: &mut [f32]| {
+                        let a = alpha[row];
+                        let gr = &g[grow(row)..grow(row) + cm];
+                        for (o, &v) in out[..cm].iter_mut().zip(gr) {
+                            *o += a * v;
+                        }
+                    });
+                }),
+                (None, Some(ga)) => s.run(&[x[0], gy], &[ga], |r, w| {
+                    let (dec, g) = (r[0], r[1]);
+                    for_chunks(w[0], 1, par, |row, out: &mut [f32]| {
+                        out[0] += dot_f64(&dec[row * c..row * c + cm], &g[grow(row)..grow(row) + cm]) as f32;
+                    });
+                }),
+                (Some(gd), Some(ga)) => s.run(&[x[0], x[1], gy], &[gd, ga], |r, w| {
+                    let (dec, alpha, g) = (r[0], r[1], r[2]);
+                    let [wd, wa] = w else { unreachable!() };
+                    // one pass over each row: dalpha's dot and ddec's axpy share the reads of gy
+                    let f = |row: usize, out: &mut [f32], ga: &mut f32| {
+                        let gr = &g[grow(row)..grow(row) + cm];
+                        *ga += dot_f64(&dec[row * c..row * c + cm], gr) as f32;
+                        let a = alpha[row];
+                        for (o, &v) in out[..cm].iter_mut().zip(gr) {
+                            *o += a * v;
+                        }
+                    };
+                    if par {
+                        let min = (4096 / c).max(1);
+                        wd.par_chunks_mut(c).zip(wa.par_iter_mut()).enumerate().with_min_len(min).for_each(|(row, (o, a))| f(row, o, a));
+                    } else {
+                        wd.chunks_mut(c).zip(wa.iter_mut()).enumerate().for_each(|(row, (o, a))| f(row, o, a));
+                    }
+                }),
+            },
+            Ctx::Gpu(r) => {
+                let row_groups = r.gpu.split_groups(rows.div_ceil(256 / self.lanes()) as u32);
+                match (gx[0], gx[1]) {
+                    (None, None) => {}
+                    (Some(gd), None) => {
+                        r.dispatch_1d(WGSL, "combine_backward_dec", &self.params(), &[x[1], gy, gd], rows * cm)
+                    }
+                    (None, Some(ga)) => {
+                        r.dispatch(WGSL, "combine_backward_alpha", &self.params(), &[x[0], gy, ga], row_groups)
+                    }
+                    (Some(gd), Some(ga)) => r.dispatch(
+                        WGSL,
+                        "combine_backward_both",
+                        &self.params(),
+                        &[x[0], x[1], gy, gd, ga],
+                        row_groups,
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Run `f(i, chunk_i)` over consecutive `size`-sized chunks of `out`, in parallel when big.
+fn for_chunks(out: &mut [f32], size: usize, parallel: bool, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if size == 0 {
+        return;
+    }
+    if parallel {
+        // at least ~4k floats per task so small rows do not drown in scheduling
+        let min = (4096 / size).max(1);
+        out.par_chunks_mut(size).enumerate().with_min_len(min).for_each(|(i, o)| f(i, o));
+    } else {
+        out.chunks_mut(size).enumerate().for_each(|(i, o)| f(i, o));
+    }
+}
+
+/// Dot product with four f64 accumulators (vectorizes; the CPU backend is the reference).
+fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
+    let mut acc = [0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| x as f64 * y as f64).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            acc[l] += x[l] as f64 * y[l] as f64;
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+impl Graph {
+    /// Mask weights of the decoder mixture: dec [B, K, N, C] -> alpha [B, K, N], the softmax
+    /// over slots k of the last channel dec[b, k, n, C-1]. Backward reaches only that channel.
+    pub fn alpha_softmax(&mut self, dec: Var) -> Var {
+        let shape = self.shape(dec).to_vec();
+        assert_eq!(shape.len(), 4, "alpha_softmax: dec must be [B, K, N, C], got {shape:?}");
+        let (b, k, n, c) = (shape[0], shape[1], shape[2], shape[3]);
+        assert!(c >= 1, "alpha_softmax: dec needs a mask channel (C >= 1), got {shape:?}");
+        self.push(AlphaSoftmax { b, k, n, c }, &[dec], &[b, k, n])
+    }
+
+    /// The mixture: recon[b, n, c] = sum_k alpha[b, k, n] dec[b, k, n, c] for c < C-1
+    /// (the last channel of dec is the mask logit). dec [B, K, N, C], alpha [B, K, N]
+    /// -> recon [B, N, C-1].
+    pub fn alpha_combine(&mut self, dec: Var, alpha: Var) -> Var {
+        let shape = self.shape(dec).to_vec();
+        assert_eq!(shape.len(), 4, "alpha_combine: dec must be [B, K, N, C], got {shape:?}");
+        let (b, k, n, c) = (shape[0], shape[1], shape[2], shape[3]);
+        assert!(c >= 2, "alpha_combine: dec needs C >= 2 (channels + mask logit), got {shape:?}");
+        assert_eq!(
+            self.shape(alpha),
+            &[b, k, n],
+            "alpha_combine: alpha must be [B, K, N] = {:?} to match dec {shape:?}",
+            [b, k, n]
+        );
+        self.push(AlphaCombine { b, k, n, c }, &[dec, alpha], &[b, n, c - 1])
+    }
+}
