@@ -55,6 +55,10 @@ fn matmul_batched_per_batch_and_shared_b() {
             mm_case(&[3, 2], true, 5, 6, 7, ta, tb, kernel, Check::default());
         }
     }
+    // enough total work for the CPU to run one product per task
+    for (ta, tb) in TRANS {
+        mm_case(&[8], false, 40, 41, 39, ta, tb, GemmKernel::Auto, Check::default());
+    }
     // vec4 path with per-batch and shared operands
     for (ta, tb) in TRANS {
         mm_case(&[3], false, 8, 4, 12, ta, tb, GemmKernel::Registers, Check::default());
@@ -159,6 +163,8 @@ fn linear_many_rows_split_k_and_chunked_bias_grad() {
         linear_case(&[2, 2048], 12, true, true, kernel, c.clone());
         // vec4 G^T x (tn) for dW with split K and a K tail
         linear_case(&[1030, 8], 12, true, true, kernel, c.clone());
+        // dW big enough (8 x 16 x 2048) for the CPU to split K over its cores
+        linear_case(&[2048, 16], 8, true, true, kernel, c.clone());
     }
 }
 

@@ -220,12 +220,13 @@ impl Gemm {
             for z in 0..self.batch {
                 one(z, c, accumulate || z > 0, par);
             }
-        } else if big || self.batch * m * n * k < PAR_MIN_MACS {
+        } else if self.batch * m * n * k < PAR_MIN_MACS || (big && self.batch < 2 * rayon::current_num_threads()) {
+            // tiny in total, or few products big enough to parallelize inside
             for (z, cz) in c[..self.batch * mn].chunks_mut(mn).enumerate() {
                 one(z, cz, accumulate, par);
             }
         } else {
-            // many small products: one per task
+            // enough products to keep every core busy: one per task
             c[..self.batch * mn].par_chunks_mut(mn).enumerate().for_each(|(z, cz)| one(z, cz, accumulate, Parallelism::None));
         }
     }
