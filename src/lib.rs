@@ -2,6 +2,8 @@
 //! CPU backend, with reverse-mode autograd over a recorded graph.
 
 pub mod backend;
+pub mod data;
 pub mod exec;
 pub mod graph;
+pub mod metrics;
 pub mod ops;
