@@ -372,6 +372,7 @@ fn subset_split_and_batches() {
     let batch = ds.features_batch(&[3, 0]);
     assert_eq!(ds.gather_features(&[3, 0]), batch);
     assert_eq!(ds.tokens(), 4);
+    assert!(ds.kind_is_features() && ds.has_features());
     assert_eq!(batch.len(), 2 * per);
     assert_eq!(&batch[..per], &ds.features[3 * per..4 * per]);
     assert_eq!(&batch[per..], &ds.features[..per]);

@@ -116,6 +116,11 @@ impl Dataset {
         self.kind == DataKind::Features
     }
 
+    /// Same as [`has_features`](Self::has_features): the dataset feeds the feature model.
+    pub fn kind_is_features(&self) -> bool {
+        self.kind == DataKind::Features
+    }
+
     pub fn has_images(&self) -> bool {
         self.image_hw != (0, 0)
     }
