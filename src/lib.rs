@@ -3,11 +3,13 @@
 
 pub mod backend;
 pub mod bench;
-pub mod bench_kernels;
+pub mod checkpoint;
+pub mod data;
 pub mod exec;
 pub mod graph;
-pub mod checkpoint;
+pub mod metrics;
 pub mod model;
 pub mod ops;
+pub mod spectral;
 pub mod train;
 pub mod viz;
