@@ -5,3 +5,4 @@ pub mod backend;
 pub mod exec;
 pub mod graph;
 pub mod ops;
+pub mod spectral;
