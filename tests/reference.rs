@@ -4,9 +4,9 @@
 //!
 //! Tolerance: float32 against float64 through ~40 ops and 3 attention iterations.
 //! Each op adds a few ulps (6e-8) of relative error, amplified by sums over up to a few
-//! hundred terms and by the softmaxes' sensitivity; 1e-4 relative to the tensor's largest
-//! magnitude (plus 1e-6 absolute) leaves room for that while still catching any wrong term
-//! (a wrong sign, gate order or missing path shows up as O(1) relative error).
+//! hundred terms and by the softmaxes' sensitivity; measured worst is 1.4e-6. 1e-5
+//! relative to the tensor's largest magnitude leaves room for that while catching any wrong
+//! term (a wrong sign, gate order or missing path shows up as O(1) relative error).
 //! The printed figures are the largest error relative to each tensor's scale.
 
 mod common;
@@ -23,10 +23,16 @@ fn testdata(name: &str) -> PathBuf {
     p
 }
 
-/// Largest |a - b| relative to max|b| (the tensor's scale).
-fn scaled_err(a: &[f32], b: &[f32]) -> f32 {
+/// Largest |a - b| relative to max|b| (the tensor's scale), floored at `floor`.
+///
+/// The floor matters for one tensor: grad.slot_attention.norm_slots.bias is analytically
+/// zero (adding the same vector to every slot's normalized state shifts every slot's logit
+/// for a token by the same amount, and the softmax over slots ignores that), so PyTorch
+/// stores 1e-19 of float64 noise and we store float32 noise. Gradients are therefore
+/// measured against at least 1e-3 of the largest gradient in the file.
+fn scaled_err_floor(a: &[f32], b: &[f32], floor: f32) -> f32 {
     assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(floor).max(1e-12);
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / scale
 }
 
@@ -42,12 +48,19 @@ fn check_reference(file: &str, device: Device) {
     m.set_inputs(&feats.data, &refs.get("input.noise").unwrap().data, None, w_div);
     m.ex.forward_backward(m.vars.total);
 
+    let grad_scale = refs
+        .tensors
+        .iter()
+        .filter(|(n, _)| n.starts_with("grad."))
+        .flat_map(|(_, t)| t.data.iter())
+        .fold(0f32, |m, x| m.max(x.abs()));
     let mut worst = 0f32;
     let mut check = |name: &str, got: Vec<f32>| {
         let want = &refs.get(name).unwrap().data;
-        let e = scaled_err(&got, want);
+        let floor = if name.starts_with("grad.") { 1e-3 * grad_scale } else { 0.0 };
+        let e = scaled_err_floor(&got, want, floor);
         println!("REF {file} backend={backend} {name}: max_rel_err={e:.2e}");
-        assert!(e <= 1e-4, "{file} on {backend}: {name} off by {e:.2e} relative");
+        assert!(e <= 1e-5, "{file} on {backend}: {name} off by {e:.2e} relative");
         worst = worst.max(e);
     };
     let v = m.vars.clone();
@@ -77,9 +90,9 @@ fn check_input_grad(file: &str, device: Device) {
     m.set_inputs(&feats.data, &refs.get("input.noise").unwrap().data, None, w_div);
     m.ex.forward_backward(m.vars.total);
     let got = m.ex.get_grad(m.vars.features).unwrap();
-    let e = scaled_err(&got, &refs.get("grad.input.features").unwrap().data);
+    let e = scaled_err_floor(&got, &refs.get("grad.input.features").unwrap().data, 0.0);
     println!("REF {file} backend={} grad.input.features: max_rel_err={e:.2e}", m.ex.device.name());
-    assert!(e <= 1e-4, "grad.input.features off by {e:.2e}");
+    assert!(e <= 1e-5, "grad.input.features off by {e:.2e}");
 }
 
 #[test]

@@ -50,7 +50,12 @@ pub fn step_rng(seed: u64, stream: u64, t: usize) -> ChaCha8Rng {
 
 pub fn randn(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
     use rand_distr::{Distribution, StandardNormal};
-    (0..n).map(|_| scale * StandardNormal.sample::<f32>(rng)).collect::<Vec<f32>>()
+    (0..n)
+        .map(|_| {
+            let z: f32 = StandardNormal.sample(&mut *rng);
+            scale * z
+        })
+        .collect()
 }
 
 pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
