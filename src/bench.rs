@@ -55,11 +55,7 @@ pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize) -> Result<()> {
     for i in 0..steps + 1 {
         adam.set_step(&mut model.ex, i as u64 + 1, 1e-4);
         let t = Instant::now();
-        model.ex.run("train_step", |cx, g, l| {
-            crate::exec::forward(cx, g, l);
-            crate::exec::backward(cx, g, l, total);
-            adam.record(cx, l);
-        });
+        model.ex.train_step("train_step", total, |cx, l| adam.record(cx, l));
         // the loss readback waits for the device: the step is complete when it returns
         let loss = model.ex.get(total)[0];
         anyhow::ensure!(loss.is_finite(), "benchmark step produced a non-finite loss");

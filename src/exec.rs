@@ -148,13 +148,20 @@ impl Executor {
 
     /// Forward then backward of the scalar `loss` (dL/dL = 1).
     pub fn forward_backward(&mut self, loss: Var) {
+        self.train_step("forward_backward", loss, |_, _| {});
+    }
+
+    /// One training step as one program: forward, backward of the scalar `loss`
+    /// (dL/dL = 1), then `update` (the optimizer) on the fresh gradients.
+    pub fn train_step(&mut self, name: &'static str, loss: Var, update: impl FnOnce(&mut Ctx, &Layout)) {
         assert_eq!(self.graph.len(loss), 1, "loss must be a scalar");
         let mut seed = vec![0.0; self.layout.seed.len];
         seed[0] = 1.0;
         self.write(self.layout.seed, &seed);
-        self.run("forward_backward", |cx, g, l| {
+        self.run(name, |cx, g, l| {
             forward(cx, g, l);
             backward(cx, g, l, loss);
+            update(cx, l);
         });
     }
 

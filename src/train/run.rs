@@ -146,11 +146,7 @@ pub fn train(cfg: TrainConfig) -> Result<Summary> {
             model.set_inputs(&feats, &noise, segs.as_deref(), w_div);
             adam.set_step(&mut model.ex, step as u64 + 1, lr);
             let total = model.vars.total;
-            model.ex.run("train_step", |cx, g, l| {
-                crate::exec::forward(cx, g, l);
-                crate::exec::backward(cx, g, l, total);
-                adam.record(cx, l);
-            });
+            model.ex.train_step("train_step", total, |cx, l| adam.record(cx, l));
             step += 1;
             bar.inc(1);
 
