@@ -30,6 +30,8 @@ pub struct ModelVars {
     /// [1]: the diversity weight of this step (schedules change it without re-recording).
     pub diversity_weight: Var,
     pub params: Vec<(String, Var)>,
+    /// [B, K, D]: the slots before the first iteration.
+    pub init_slots: Var,
     pub slots: Var,
     pub attn: Var,
     pub alpha: Var,
@@ -79,7 +81,8 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
     let spread = g.mul(sigma, noise);
     let slots0 = g.add(p["slot_attention.slots_mu"], spread);
     let seg_means = g.matmul(segments, enc, true, false);
-    let mut slots = g.add(slots0, seg_means);
+    let init_slots = g.add(slots0, seg_means);
+    let mut slots = init_slots;
 
     // Slot Attention
     let xi = g.ln(enc, &p, "slot_attention.norm_inputs");
@@ -128,6 +131,7 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
         segments,
         diversity_weight,
         params,
+        init_slots,
         slots,
         attn,
         alpha,

@@ -71,9 +71,15 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
 
 pub fn train(cfg: TrainConfig) -> Result<Summary> {
     cfg.validate()?;
-    let start = Instant::now();
     let (device, why) = open_device(cfg.device)?;
     eprintln!("device: {} ({why})", device.name());
+    train_on(cfg, device)
+}
+
+/// Train on an already opened device (tests share one GPU device).
+pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
+    cfg.validate()?;
+    let start = Instant::now();
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("cannot create output directory {}", cfg.out.display()))?;
     probe_writable(&cfg.out)?;
 
@@ -113,6 +119,31 @@ pub fn train(cfg: TrainConfig) -> Result<Summary> {
     } else {
         (None, None)
     };
+
+    let mut spectral = spectral;
+    let mut val_segments = val_segments;
+    if let (Some(tc), Some(vc)) = (spectral.as_mut(), val_segments.as_mut()) {
+        // Scale the segment means to the norm of the noise they replace (sqrt(D) per slot), so
+        // the learned mean does not drown the per-segment differences at the start.
+        let first: Vec<usize> = (0..b).collect();
+        let zeros = vec![0.0; b * mcfg.num_slots * mcfg.slot_dim];
+        model.set_inputs(&train_set.gather_features(&first), &zeros, Some(&tc.gather(&first)), 0.0);
+        model.ex.forward();
+        let seg_part: Vec<f32> = {
+            let with = model.ex.get(model.vars.init_slots);
+            model.set_inputs(&train_set.gather_features(&first), &zeros, None, 0.0);
+            model.ex.forward();
+            let without = model.ex.get(model.vars.init_slots);
+            with.iter().zip(&without).map(|(a, b)| a - b).collect()
+        };
+        let d = mcfg.slot_dim;
+        let mean_norm = seg_part.chunks(d).map(|s| s.iter().map(|x| x * x).sum::<f32>().sqrt()).sum::<f32>()
+            / (seg_part.len() / d) as f32;
+        let c = (d as f32).sqrt() / mean_norm.max(1e-6);
+        tc.scale(c);
+        vc.scale(c);
+        eprintln!("spectral init: segment means scaled by {c:.2} to norm sqrt(D)");
+    }
 
     let steps_per_epoch = train_set.count / b;
     let total_steps = steps_per_epoch * cfg.epochs;
@@ -285,3 +316,4 @@ fn plot_history(history: &[serde_json::Value], out: &Path) -> Result<()> {
         &out.join("fg_ari.png"),
     )
 }
+
