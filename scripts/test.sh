@@ -26,4 +26,9 @@ fi
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 # --nocapture: each op test prints its largest GPU-vs-CPU and finite-difference errors
 # (ERR lines) and the reference test its error per PyTorch tensor (REF lines).
-cargo test "$@" -- --nocapture
+# The log is kept in target/test-output.log; scripts/err_summary.py condenses it per op.
+mkdir -p target
+cargo test "$@" -- --nocapture 2>&1 | tee target/test-output.log
+if command -v python3 >/dev/null; then
+    python3 scripts/err_summary.py target/test-output.log
+fi
