@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use crate::backend::gpu::f;
 use crate::backend::{Buf, Ctx};
+use super::dot_f64;
 use crate::graph::{Graph, Op, Var};
 use crate::shader;
 
@@ -61,18 +62,6 @@ fn scene_cos(s: &[f32], k: usize, d: usize) -> SceneCos {
     SceneCos { norm, cos, denom }
 }
 
-/// Dot product with four f64 accumulators (vectorizes; the CPU backend is the reference).
-fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
-    let mut acc = [0f64; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| x as f64 * y as f64).sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..4 {
-            acc[l] += x[l] as f64 * y[l] as f64;
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-}
 
 impl PairwiseCosineMean {
     /// 1 / (B K (K-1)); 0 when there are no pairs (K <= 1 or B = 0).

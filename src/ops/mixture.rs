@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use crate::backend::{Buf, Ctx};
+use super::dot_f64;
 use crate::graph::{Graph, Op, Var};
 use crate::shader;
 
@@ -214,18 +215,6 @@ fn for_chunks(out: &mut [f32], size: usize, parallel: bool, f: impl Fn(usize, &m
     }
 }
 
-/// Dot product with four f64 accumulators (vectorizes; the CPU backend is the reference).
-fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
-    let mut acc = [0f64; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| x as f64 * y as f64).sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..4 {
-            acc[l] += x[l] as f64 * y[l] as f64;
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-}
 
 impl Graph {
     /// Mask weights of the decoder mixture: dec [B, K, N, C] -> alpha [B, K, N], the softmax

@@ -33,7 +33,7 @@ pub struct Summary {
 
 /// Trainer state saved beside the checkpoint so `--resume` continues the same trajectory.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct TrainerState {
+pub struct TrainerState {
     epoch: usize,
     step: usize,
     diversity_weight: f32,
@@ -94,7 +94,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     );
     let mut model = FeatureModel::new(&mcfg, b, device.clone())?;
     let params: Vec<_> = model.vars.params.iter().map(|(_, v)| *v).collect();
-    let mut adam = Adam::new(
+    let adam = Adam::new(
         &mut model.ex,
         &params,
         AdamConfig { lr: cfg.learning_rate, max_grad_norm: Some(cfg.max_grad_norm), ..Default::default() },
@@ -161,7 +161,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     let mut collapse_streak = 0;
     let mut last = json!({});
     let mut best = 0.0f64;
-    let (k, d, n, f) = (mcfg.num_slots, mcfg.slot_dim, n_tokens, train_set.feat_dim);
+    let (k, d, n) = (mcfg.num_slots, mcfg.slot_dim, n_tokens);
     let mut epochs_done = epoch0;
 
     for epoch in epoch0..cfg.epochs {
