@@ -142,6 +142,15 @@ impl Executor {
         }
     }
 
+    /// The buffers and recorded commands of program `name` (GPU, after its first run), for
+    /// tools that encode it themselves: `bench kernels` times it with timestamp queries.
+    pub fn recorded(&self, name: &str) -> Option<(&[wgpu::Buffer], &[Cmd])> {
+        match &self.store {
+            Store::Gpu { bufs, programs } => programs.get(name).map(|c| (bufs.as_slice(), c.as_slice())),
+            Store::Cpu(_) => None,
+        }
+    }
+
     pub fn forward(&mut self) {
         self.run("forward", forward);
     }

@@ -363,6 +363,10 @@ impl Op for Conv2d {
         "conv2d"
     }
 
+    fn flops(&self) -> u64 {
+        2 * (self.rows() * self.cout * self.k()) as u64
+    }
+
     fn forward(&self, cx: &mut Ctx, x: &[Buf], y: Buf, _: Buf) {
         match cx {
             Ctx::Cpu(s) => s.run(x, &[y], |r, w| self.forward_cpu(r[0], r[1], r.get(2).copied(), w[0])),

@@ -493,6 +493,9 @@ impl Op for MatMul {
     fn name(&self) -> &'static str {
         "matmul"
     }
+    fn flops(&self) -> u64 {
+        2 * (self.batch * self.m * self.n * self.k) as u64
+    }
     fn saved_len(&self) -> usize {
         [self.forward_gemm(), self.grad_a_gemm(), self.grad_b_gemm()]
             .iter()
@@ -574,6 +577,9 @@ impl Linear {
 impl Op for Linear {
     fn name(&self) -> &'static str {
         "linear"
+    }
+    fn flops(&self) -> u64 {
+        2 * (self.rows * self.inp * self.out) as u64
     }
     fn saved_len(&self) -> usize {
         let gemms = [self.forward_gemm(), self.grad_x_gemm(), self.grad_w_gemm()];
