@@ -1,6 +1,6 @@
 //! The feature model as a graph, reading like the paper:
 //!   encoder:  enc = Linear(ReLU(Linear(LN(features))))
-//!   slots_0 = mu + exp(log_sigma) * noise  (+ segment means of enc, for spectral init)
+//!   slots_0 = mu + exp(log_sigma) * (noise + LN(S^T enc))  (S = 0 unless spectral init)
 //!   T times:  attn = softmax_slots(k q^T / sqrt(D));  w = (attn + eps) / sum_N(attn + eps)
 //!             slots = GRU(w^T v, slots);  slots = slots + MLP(LN(slots))
 //!   decoder:  per slot and position MLP(slot + pos) -> (values, alpha logit); alpha = softmax_slots
@@ -27,10 +27,13 @@ pub struct ModelVars {
     pub noise: Var,
     /// [B, N, K]: per-scene segment-mean weights (spectral init); zeros for the random init.
     pub segments: Var,
+    /// [D] ones and [D] zeros: the (fixed) affine of the LayerNorm of the spectral init.
+    pub init_norm: (Var, Var),
     /// [1]: the diversity weight of this step (schedules change it without re-recording).
     pub diversity_weight: Var,
     pub params: Vec<(String, Var)>,
-    /// [B, K, D]: the slots before the first iteration.
+    /// [B, K, D]: the slots entering Slot Attention, `mu + exp(log_sigma) * (noise + LN(S^T enc))`
+    /// (diagnostics read it; with zero noise it is the spectral init as training uses it).
     pub init_slots: Var,
     pub slots: Var,
     pub attn: Var,
@@ -66,6 +69,7 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
     let features = if features_grad { g.input_with_grad("input.features", &[b, n, f]) } else { g.input("input.features", &[b, n, f]) };
     let noise = g.input("input.noise", &[b, k, d]);
     let segments = g.input("input.segments", &[b, n, k]);
+    let init_norm = (g.input("input.init_norm.weight", &[d]), g.input("input.init_norm.bias", &[d]));
     let diversity_weight = g.input("input.diversity_weight", &[1]);
     let params: Vec<(String, Var)> =
         cfg.param_shapes().into_iter().map(|(name, shape)| (name.clone(), g.param(&name, &shape))).collect();
@@ -76,12 +80,17 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
     let x = g.dense(x, &p, "encoder.layers.0", true);
     let enc = g.dense(x, &p, "encoder.layers.1", false);
 
-    // slot init: reparameterized, plus the segment means of enc (zero unless spectral)
+    // slot init: reparameterized; the spectral init (S^T enc, the centered segment means of
+    // enc, see train::spectral_init) enters in place of the noise, normalized per slot to
+    // per-element RMS 1 like the noise (unnormalized it is small next to mu and every slot
+    // starts near mu: raw cosine 0.85 on generated CLEVR-like scenes). S = 0 gives LN(0) = 0
+    // exactly, so without spectral init this is the plain `mu + exp(log_sigma) * noise`.
     let sigma = g.exp(p["slot_attention.slots_log_sigma"]);
-    let spread = g.mul(sigma, noise);
-    let slots0 = g.add(p["slot_attention.slots_mu"], spread);
     let seg_means = g.matmul(segments, enc, true, false);
-    let init_slots = g.add(slots0, seg_means);
+    let seg_init = g.layer_norm(seg_means, init_norm.0, init_norm.1, LN_EPS);
+    let z = g.add(noise, seg_init);
+    let spread = g.mul(sigma, z);
+    let init_slots = g.add(p["slot_attention.slots_mu"], spread);
     let mut slots = init_slots;
 
     // Slot Attention
@@ -129,6 +138,7 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
         features,
         noise,
         segments,
+        init_norm,
         diversity_weight,
         params,
         init_slots,
@@ -165,7 +175,9 @@ impl FeatureModel {
     fn build_on(cfg: &ModelConfig, batch: usize, device: Device, features_grad: bool) -> Result<FeatureModel> {
         cfg.validate()?;
         let (g, vars) = build(cfg, batch, features_grad);
-        let ex = Executor::new(g, device)?;
+        let mut ex = Executor::new(g, device)?;
+        ex.set(vars.init_norm.0, &vec![1.0; cfg.slot_dim]);
+        ex.set(vars.init_norm.1, &vec![0.0; cfg.slot_dim]);
         Ok(FeatureModel { cfg: cfg.clone(), batch, vars, ex })
     }
 

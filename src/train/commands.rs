@@ -7,10 +7,12 @@ use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
 use super::run::{checkpoint_config, randn, step_rng};
-use crate::backend::{open_device, DeviceKind};
+use crate::backend::{open_device, Device, DeviceKind};
 use crate::checkpoint::{write_atomic, TensorFile};
 use crate::data::{npy, Dataset};
+use crate::model::init::init_params;
 use crate::model::FeatureModel;
+use super::config::TrainConfig;
 
 fn load_model(checkpoint: &Path, batch: usize, device: DeviceKind) -> Result<FeatureModel> {
     let params = TensorFile::load(checkpoint)?;
@@ -87,6 +89,25 @@ pub fn score(pred: &Path, truth: &Path) -> Result<serde_json::Value> {
     Ok(json!({"ari": s.ari, "fg_ari": s.fg_ari, "mbo": s.mbo, "images": s.count}))
 }
 
-pub fn debug_spectral(_data: &Path, _k: usize, _out: &Path, _seed: u64) -> Result<()> {
-    anyhow::bail!("debug-spectral is not wired up yet")
+/// `slotforge debug-spectral`: the spectral init diagnostics
+/// ([`super::spectral_init::diagnose`]) of the first batch of `data` (the default training batch
+/// size, or fewer scenes) with a freshly initialized model (`init_params(seed)`) on the CPU.
+/// Prints one JSON line on stdout and a summary on stderr; writes JSON and PNGs into `out`.
+/// Fails when the initial slots have collapsed.
+pub fn debug_spectral(data: &Path, k: usize, out: &Path, seed: u64) -> Result<super::spectral_init::SpectralDiagnostics> {
+    let ds = Dataset::load(data)?;
+    ensure!(ds.kind_is_features(), "{}: debug-spectral needs features.npy (the feature model)", data.display());
+    let cfg = TrainConfig { num_slots: k, seed, ..TrainConfig::default() };
+    cfg.validate()?;
+    let mcfg = cfg.model(ds.tokens(), ds.feat_dim);
+    mcfg.validate()?;
+    let scenes: Vec<usize> = (0..ds.count.min(cfg.batch_size)).collect();
+    let mut model = FeatureModel::new(&mcfg, scenes.len().min(8), Device::Cpu)?;
+    model.set_params(&init_params(&mcfg, seed))?;
+    let segs = super::spectral_init::segment_scenes(&ds, &scenes, k, &super::spectral_init::spectral_config(&cfg));
+    let diag = super::spectral_init::diagnose(&mut model, &ds, &scenes, &segs, out)?;
+    println!("{}", serde_json::to_string(&diag)?);
+    eprintln!("{}", diag.summary());
+    super::spectral_init::check_collapse(diag.similarity_raw, diag.similarity_centered, diag.scenes)?;
+    Ok(diag)
 }

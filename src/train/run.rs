@@ -19,7 +19,7 @@ use crate::data::Dataset;
 use crate::model::init::init_params;
 use crate::model::{FeatureModel, ModelConfig};
 use crate::ops::optim::{Adam, AdamConfig};
-use super::spectral_init::SegmentCache;
+use super::spectral_init::{self, SegmentCache};
 
 /// What a finished run reports.
 #[derive(Clone, Debug, Serialize)]
@@ -46,6 +46,13 @@ pub fn step_rng(seed: u64, stream: u64, t: usize) -> ChaCha8Rng {
     rng.set_stream(stream);
     rng.set_word_pos(t as u128 * (1 << 24));
     rng
+}
+
+/// The order of the training scenes in `epoch`: derived from (seed, epoch) alone.
+pub fn epoch_order(count: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..count).collect();
+    order.shuffle(&mut step_rng(seed, 1, epoch));
+    order
 }
 
 pub fn randn(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
@@ -112,37 +119,31 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
 
     let (spectral, val_segments) = if cfg.use_spectral {
         let t = Instant::now();
-        let train_cache = SegmentCache::build(&train_set, mcfg.num_slots, cfg.seed)?;
-        let val_cache = SegmentCache::build(&val_set, mcfg.num_slots, cfg.seed)?;
+        let scfg = spectral_init::spectral_config(&cfg);
+        let train_cache = SegmentCache::build(&train_set, mcfg.num_slots, &scfg)?;
+        let val_cache = SegmentCache::build(&val_set, mcfg.num_slots, &scfg)?;
         eprintln!("spectral init: {} scenes decomposed in {:.1} s", train_set.count + val_set.count, t.elapsed().as_secs_f32());
         (Some(train_cache), Some(val_cache))
     } else {
         (None, None)
     };
 
-    let mut spectral = spectral;
-    let mut val_segments = val_segments;
-    if let (Some(tc), Some(vc)) = (spectral.as_mut(), val_segments.as_mut()) {
-        // Scale the segment means to the norm of the noise they replace (sqrt(D) per slot), so
-        // the learned mean does not drown the per-segment differences at the start.
-        let first: Vec<usize> = (0..b).collect();
-        let zeros = vec![0.0; b * mcfg.num_slots * mcfg.slot_dim];
-        model.set_inputs(&train_set.gather_features(&first), &zeros, Some(&tc.gather(&first)), 0.0);
-        model.ex.forward();
-        let seg_part: Vec<f32> = {
-            let with = model.ex.get(model.vars.init_slots);
-            model.set_inputs(&train_set.gather_features(&first), &zeros, None, 0.0);
-            model.ex.forward();
-            let without = model.ex.get(model.vars.init_slots);
-            with.iter().zip(&without).map(|(a, b)| a - b).collect()
+    if cfg.debug_spectral {
+        // the diagnostics of the batch training starts with, with the parameters it starts from
+        let first: Vec<usize> = epoch_order(train_set.count, cfg.seed, epoch0)[..b].to_vec();
+        let segs = match &spectral {
+            Some(c) => first.iter().map(|&s| c.segs[s].clone()).collect(),
+            None => spectral_init::segment_scenes(&train_set, &first, mcfg.num_slots, &spectral_init::spectral_config(&cfg)),
         };
-        let d = mcfg.slot_dim;
-        let mean_norm = seg_part.chunks(d).map(|s| s.iter().map(|x| x * x).sum::<f32>().sqrt()).sum::<f32>()
-            / (seg_part.len() / d) as f32;
-        let c = (d as f32).sqrt() / mean_norm.max(1e-6);
-        tc.scale(c);
-        vc.scale(c);
-        eprintln!("spectral init: segment means scaled by {c:.2} to norm sqrt(D)");
+        let diag = spectral_init::diagnose(&mut model, &train_set, &first, &segs, &cfg.out)?;
+        eprintln!("{}", diag.summary());
+        if diag.collapsed {
+            let err = spectral_init::check_collapse(diag.similarity_raw, diag.similarity_centered, diag.scenes).unwrap_err();
+            if cfg.use_spectral {
+                return Err(err.context("--debug-spectral: not training from a collapsed init"));
+            }
+            eprintln!("WARNING: {err:#} (the run does not use the spectral init: --use-spectral is off)");
+        }
     }
 
     let steps_per_epoch = train_set.count / b;
@@ -165,8 +166,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     let mut epochs_done = epoch0;
 
     for epoch in epoch0..cfg.epochs {
-        let mut order: Vec<usize> = (0..train_set.count).collect();
-        order.shuffle(&mut step_rng(cfg.seed, 1, epoch));
+        let order = epoch_order(train_set.count, cfg.seed, epoch);
         for chunk in order.chunks_exact(b) {
             let lr = learning_rate(&cfg, step, steps_per_epoch);
             let w_div = schedule.weight_at(&cfg, epoch);
