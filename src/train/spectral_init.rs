@@ -95,11 +95,6 @@ impl SegmentCache {
         Ok(SegmentCache { n: data.tokens(), k: num_slots, weights, segs })
     }
 
-    /// Multiply every segment matrix by `c` (the trainer scales the init to the noise's norm).
-    pub fn scale(&mut self, c: f32) {
-        self.weights.iter_mut().flat_map(|w| w.iter_mut()).for_each(|v| *v *= c);
-    }
-
     /// S for a batch of scenes, [B, N, K].
     pub fn gather(&self, scenes: &[usize]) -> Vec<f32> {
         scenes.iter().flat_map(|&s| self.weights[s].iter().copied()).collect()
