@@ -16,9 +16,9 @@ pub fn reference_config() -> ModelConfig {
     ModelConfig { n_tokens: 256, feat_dim: 768, slot_dim: 128, num_slots: 11, mlp_hidden: 512, dec_hidden: 512, dec_layers: 3, iters: 3, eps: 1e-8 }
 }
 
-pub fn run(what: &str, device: DeviceKind, steps: usize, batch: usize) -> Result<()> {
+pub fn run(what: &str, device: DeviceKind, steps: usize, batch: usize, profile: bool) -> Result<()> {
     match what {
-        "step" => bench_step(device, steps, batch),
+        "step" => bench_step(device, steps, batch, profile),
         "kernels" => crate::bench_kernels::run(device),
         other => bail!("unknown benchmark {other:?}: expected `step` or `kernels`"),
     }
@@ -37,7 +37,7 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize) -> Result<()> {
+pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool) -> Result<()> {
     let (device, why) = open_device(kind)?;
     eprintln!("device: {} ({why})", device.name());
     let cfg = reference_config();
@@ -61,6 +61,15 @@ pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize) -> Result<()> {
         anyhow::ensure!(loss.is_finite(), "benchmark step produced a non-finite loss");
         if i > 0 {
             times.push(t.elapsed().as_secs_f64()); // step 0 records pipelines and warms caches
+        } else if profile {
+            crate::exec::profile_start();
+        }
+    }
+    if profile {
+        // one JSON line per op: seconds per step, slowest first
+        for (op, fwd, bwd, calls) in crate::exec::profile_take() {
+            let per = |t: f64| t / steps as f64;
+            println!("{}", json!({"bench": "step_profile", "op": op, "forward_s": per(fwd), "backward_s": per(bwd), "calls_per_step": calls / steps.max(1)}));
         }
     }
     let med = median(&mut times);

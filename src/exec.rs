@@ -183,11 +183,43 @@ impl Executor {
     }
 }
 
+/// Per-op wall time on the CPU backend (`bench step --profile`): op name -> (forward s,
+/// backward s, calls). Off unless [`profile_start`] was called; the GPU records, so it
+/// has nothing to time per op here (its kernels are timed by `bench kernels`).
+static PROFILE: std::sync::Mutex<Option<HashMap<&'static str, (f64, f64, usize)>>> = std::sync::Mutex::new(None);
+
+pub fn profile_start() {
+    *PROFILE.lock().unwrap() = Some(HashMap::new());
+}
+
+/// The profile so far, slowest op first, and reset it.
+pub fn profile_take() -> Vec<(&'static str, f64, f64, usize)> {
+    let mut v: Vec<_> = PROFILE.lock().unwrap().replace(HashMap::new()).unwrap_or_default()
+        .into_iter().map(|(k, (f, b, n))| (k, f, b, n)).collect();
+    v.sort_by(|a, b| (b.1 + b.2).total_cmp(&(a.1 + a.2)));
+    v
+}
+
+/// Run `f`, adding its time to op `name` when profiling a CPU run.
+fn timed(cx: &mut Ctx, name: &'static str, backward: bool, f: impl FnOnce(&mut Ctx)) {
+    if !matches!(cx, Ctx::Cpu(_)) || PROFILE.lock().unwrap().is_none() {
+        return f(cx);
+    }
+    let t = std::time::Instant::now();
+    f(cx);
+    let dt = t.elapsed().as_secs_f64();
+    if let Some(p) = PROFILE.lock().unwrap().as_mut() {
+        let e = p.entry(name).or_default();
+        if backward { e.1 += dt } else { e.0 += dt; e.2 += 1 }
+    }
+}
+
 /// Every node's forward, in recording order.
 pub fn forward(cx: &mut Ctx, g: &Graph, l: &Layout) {
     for (i, n) in g.nodes.iter().enumerate() {
         let x: Vec<Buf> = n.inputs.iter().map(|v| l.value[v.0]).collect();
-        n.op.forward(cx, &x, l.value[n.output.0], l.saved[i]);
+        let name = n.op.name();
+        timed(cx, name, false, |cx| n.op.forward(cx, &x, l.value[n.output.0], l.saved[i]));
     }
 }
 
@@ -202,7 +234,8 @@ pub fn backward(cx: &mut Ctx, g: &Graph, l: &Layout, out: Var) {
         let Some(gy) = l.grad[n.output.0] else { continue };
         let x: Vec<Buf> = n.inputs.iter().map(|v| l.value[v.0]).collect();
         let gx: Vec<Option<Buf>> = n.inputs.iter().map(|v| l.grad[v.0]).collect();
-        n.op.backward(cx, &x, l.value[n.output.0], l.saved[i], gy, &gx);
+        let name = n.op.name();
+        timed(cx, name, true, |cx| n.op.backward(cx, &x, l.value[n.output.0], l.saved[i], gy, &gx));
     }
 }
 

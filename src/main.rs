@@ -87,6 +87,9 @@ enum Cmd {
         steps: usize,
         #[arg(long, default_value_t = 16)]
         batch: usize,
+        /// Step benchmark on the CPU: also print each op's forward/backward time per step.
+        #[arg(long)]
+        profile: bool,
     },
     /// List every wgpu adapter with its backend, type and limits.
     Devices,
@@ -184,7 +187,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::DebugSpectral { data, num_slots, out, seed } => {
             slotforge::train::commands::debug_spectral(&data, num_slots, &out, seed)?;
         }
-        Cmd::Bench { what, device, steps, batch } => slotforge::bench::run(&what, device, steps, batch)?,
+        Cmd::Bench { what, device, steps, batch, profile } => slotforge::bench::run(&what, device, steps, batch, profile)?,
         Cmd::Devices => {
             let list = slotforge::backend::list_adapters();
             if list.is_empty() {
