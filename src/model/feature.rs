@@ -1,11 +1,12 @@
 //! The feature model as a graph, reading like the paper:
-//!   encoder:  enc = Linear(ReLU(Linear(LN(features))))
+//!   encoder:  enc = Linear(ReLU(Linear(LN(features))))  (+ encoder_pos, if configured)
 //!   slots_0 = mu + exp(log_sigma) * (noise + LN(S^T enc))  (S = 0 unless spectral init)
 //!   T times:  attn = softmax_slots(k q^T / sqrt(D));  w = (attn + eps) / sum_N(attn + eps)
 //!             slots = GRU(w^T v, slots);  slots = slots + MLP(LN(slots))
 //!   decoder:  per slot and position MLP(slot + pos) -> (values, alpha logit); alpha = softmax_slots;
 //!             recon = sum_k alpha_k values_k
 //!   losses:   recon = MSE;  diversity = mean_{i != j} max(cos, 0);  total = recon + w_div * diversity
+//!             (+ w_guide * guide, the spectral mask guidance, off unless enabled)
 
 use std::collections::HashMap;
 
@@ -32,6 +33,11 @@ pub struct ModelVars {
     pub init_norm: (Var, Var),
     /// [1]: the diversity weight of this step (schedules change it without re-recording).
     pub diversity_weight: Var,
+    /// Spectral mask guidance (see `train::spectral_init`): one-hot slot targets as
+    /// [B, K, N] (for alpha) and [B, N, K] (for attn), and the term's weight [1] (0: off).
+    pub guide_masks: Var,
+    pub guide_attn: Var,
+    pub guide_weight: Var,
     pub params: Vec<(String, Var)>,
     /// [B, K, D]: the slots entering Slot Attention, `mu + exp(log_sigma) * (noise + LN(S^T enc))`
     /// (diagnostics read it; with zero noise it is the spectral init as training uses it).
@@ -42,6 +48,8 @@ pub struct ModelVars {
     pub recon: Var,
     pub mse: Var,
     pub diversity: Var,
+    /// mean((alpha - T)^2) + mean((attn - T^T)^2) >= 0 against the guide targets.
+    pub guide: Var,
     pub total: Var,
     pub similarity: Var,
 }
@@ -72,6 +80,9 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
     let segments = g.input("input.segments", &[b, n, k]);
     let init_norm = (g.input("input.init_norm.weight", &[d]), g.input("input.init_norm.bias", &[d]));
     let diversity_weight = g.input("input.diversity_weight", &[1]);
+    let guide_masks = g.input("input.guide_masks", &[b, k, n]);
+    let guide_attn = g.input("input.guide_attn", &[b, n, k]);
+    let guide_weight = g.input("input.guide_weight", &[1]);
     let params: Vec<(String, Var)> =
         cfg.param_shapes().into_iter().map(|(name, shape)| (name.clone(), g.param(&name, &shape))).collect();
     let p: HashMap<String, Var> = params.iter().cloned().collect();
@@ -80,6 +91,10 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
     let x = g.ln(features, &p, "encoder_norm");
     let x = g.dense(x, &p, "encoder.layers.0", true);
     let enc = g.dense(x, &p, "encoder.layers.1", false);
+    let enc = match p.get("encoder_pos") {
+        Some(&pos) => g.add(enc, pos), // [B, N, D] + [1, N, D]
+        None => enc,
+    };
 
     // slot init: reparameterized; the spectral init (S^T enc, the centered segment means of
     // enc, see train::spectral_init) enters in place of the noise, normalized per slot to
@@ -143,6 +158,13 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
     let diversity = g.pairwise_cosine_mean(slots, true);
     let weighted = g.mul(diversity, diversity_weight);
     let total = g.add(mse, weighted);
+    // guidance: the decoder's masks and the last iteration's attention pulled toward the
+    // spectral segments (each slot toward the segment its init came from)
+    let guide_alpha = g.mse(alpha, guide_masks);
+    let guide_att = g.mse(attn, guide_attn);
+    let guide = g.add(guide_alpha, guide_att);
+    let weighted_guide = g.mul(guide, guide_weight);
+    let total = g.add(total, weighted_guide);
     let similarity = g.pairwise_cosine_mean(slots, false);
 
     let vars = ModelVars {
@@ -151,6 +173,9 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
         segments,
         init_norm,
         diversity_weight,
+        guide_masks,
+        guide_attn,
+        guide_weight,
         params,
         init_slots,
         slots,
@@ -159,6 +184,7 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
         recon,
         mse,
         diversity,
+        guide,
         total,
         similarity,
     };
@@ -243,5 +269,14 @@ impl FeatureModel {
             None => self.ex.set(self.vars.segments, &vec![0.0; seg_len]),
         }
         self.ex.set(self.vars.diversity_weight, &[diversity_weight]);
+        self.ex.set(self.vars.guide_weight, &[0.0]);
+    }
+
+    /// Turn on mask guidance for this batch (after `set_inputs`): targets [B, K, N] and
+    /// their transpose [B, N, K], and the weight.
+    pub fn set_guide(&mut self, masks: &[f32], attn: &[f32], weight: f32) {
+        self.ex.set(self.vars.guide_masks, masks);
+        self.ex.set(self.vars.guide_attn, attn);
+        self.ex.set(self.vars.guide_weight, &[weight]);
     }
 }

@@ -21,6 +21,13 @@ pub struct ModelConfig {
     pub dec_layers: usize,
     pub iters: usize,
     pub eps: f32,
+    /// Add a learned position embedding `encoder_pos [1, N, D]` to the encoder output, so the
+    /// keys and values (and through the values the slots) know where tokens are: the soft
+    /// position embedding of Locatello et al.'s pixel model. DINOSAUR leaves it out because
+    /// ViT features carry position; absent in the metadata (older checkpoints, the PyTorch
+    /// reference) means off.
+    #[serde(default)]
+    pub encoder_pos: bool,
 }
 
 impl ModelConfig {
@@ -37,6 +44,9 @@ impl ModelConfig {
             ("slot_attention.slots_mu".into(), vec![1, 1, d]),
             ("slot_attention.slots_log_sigma".into(), vec![1, 1, d]),
         ];
+        if self.encoder_pos {
+            p.push(("encoder_pos".into(), vec![1, n, d]));
+        }
         for norm in ["norm_inputs", "norm_slots", "norm_mlp"] {
             p.push((format!("slot_attention.{norm}.weight"), vec![d]));
             p.push((format!("slot_attention.{norm}.bias"), vec![d]));

@@ -15,8 +15,20 @@ use crate::model::FeatureModel;
 
 /// Per-scene predictions of a model: alpha masks [S, K, N].
 pub fn predict(model: &mut FeatureModel, data: &Dataset, seed: u64, segments: Option<&SegmentCache>, noise_scale: f32) -> Vec<f32> {
+    predict_with_attn(model, data, seed, segments, noise_scale).0
+}
+
+/// Alpha masks [S, K, N] and the last iteration's attention, transposed to [S, K, N].
+pub fn predict_with_attn(
+    model: &mut FeatureModel,
+    data: &Dataset,
+    seed: u64,
+    segments: Option<&SegmentCache>,
+    noise_scale: f32,
+) -> (Vec<f32>, Vec<f32>) {
     let (b, k, d, n) = (model.batch, model.cfg.num_slots, model.cfg.slot_dim, model.cfg.n_tokens);
     let mut out = Vec::with_capacity(data.count * k * n);
+    let mut attn_kn = Vec::with_capacity(data.count * k * n);
     let idx: Vec<usize> = (0..data.count).collect();
     for (ci, chunk) in idx.chunks(b).enumerate() {
         // pad the last batch by repeating its last scene; the padding is dropped below
@@ -30,8 +42,12 @@ pub fn predict(model: &mut FeatureModel, data: &Dataset, seed: u64, segments: Op
         model.ex.forward();
         let alpha = model.ex.get(model.vars.alpha);
         out.extend_from_slice(&alpha[..chunk.len() * k * n]);
+        let attn = model.ex.get(model.vars.attn); // [B, N, K]
+        for bi in 0..chunk.len() {
+            attn_kn.extend((0..k * n).map(|i| attn[(bi * n + i % n) * k + i / n]));
+        }
     }
-    out
+    (out, attn_kn)
 }
 
 /// Scores of alpha masks [S, K, N] against the dataset's masks.
@@ -71,11 +87,19 @@ pub fn evaluate(
     png: Option<&Path>,
 ) -> Result<serde_json::Value> {
     let k = model.cfg.num_slots;
-    let alpha = predict(model, data, seed, segments, noise_scale);
+    let (alpha, attn) = predict_with_attn(model, data, seed, segments, noise_scale);
     if let Some(path) = png {
         draw_masks(&alpha, k, data, 4, path)?;
     }
-    score_masks(&alpha, k, data)
+    let mut scores = score_masks(&alpha, k, data)?;
+    // beside the decoder's masks: the attention's segmentation and, with spectral init, the
+    // spectral segments the slots start from (what mask guidance pulls toward)
+    scores["attn_token_fg_ari"] = score_masks(&attn, k, data)?["token_fg_ari"].clone();
+    if let Some(c) = segments {
+        let all: Vec<usize> = (0..data.count).collect();
+        scores["spectral_token_fg_ari"] = score_masks(&c.guide_targets(&all).0, k, data)?["token_fg_ari"].clone();
+    }
+    Ok(scores)
 }
 
 /// One row per scene: ground truth, predicted pixel masks, predicted token masks.

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::config::{learning_rate, DiversitySchedule, TrainConfig};
+use super::config::{guide_weight, learning_rate, DiversitySchedule, TrainConfig};
 use super::monitor::{mask_stats, slot_similarity};
 use crate::backend::{open_device, Device};
 use crate::checkpoint::TensorFile;
@@ -175,6 +175,11 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
             let noise = randn(&mut step_rng(cfg.seed, 2, step), b * k * d, noise_scale);
             let segs = spectral.as_ref().map(|c| c.gather(chunk));
             model.set_inputs(&feats, &noise, segs.as_deref(), w_div);
+            let w_guide = guide_weight(&cfg, step as f32 / steps_per_epoch as f32);
+            if let (Some(c), true) = (&spectral, w_guide > 0.0) {
+                let (masks, attn) = c.guide_targets(chunk);
+                model.set_guide(&masks, &attn, w_guide);
+            }
             adam.set_step(&mut model.ex, step as u64 + 1, lr);
             let total = model.vars.total;
             model.ex.train_step("train_step", total, |cx, l| adam.record(cx, l));
@@ -190,6 +195,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
             if log_now {
                 let v = &model.vars;
                 let (mse, div, tot) = (model.ex.get(v.mse)[0], model.ex.get(v.diversity)[0], model.ex.get(v.total)[0]);
+                let guide = model.ex.get(v.guide)[0];
                 let sim_raw = model.ex.get(v.similarity)[0];
                 let slots = model.ex.get(v.slots);
                 let alpha = model.ex.get(v.alpha);
@@ -197,7 +203,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
                 let (active, overlap) = mask_stats(&alpha, b, k, n, 0.02);
                 schedule.observe(&cfg, sim_raw);
                 let rec = json!({
-                    "type": "step", "epoch": epoch, "step": step, "recon": mse, "diversity": div, "total": tot,
+                    "type": "step", "epoch": epoch, "step": step, "recon": mse, "diversity": div, "guide": guide, "guide_weight": w_guide, "total": tot,
                     "slot_similarity": sim_raw, "slot_similarity_centered": sim_centered,
                     "active_slots": active, "mask_overlap": overlap,
                     "lr": lr, "diversity_weight": w_div, "grad_norm": adam.last_grad_norm(&model.ex),
@@ -260,7 +266,12 @@ fn probe_writable(dir: &Path) -> Result<()> {
 /// Stop on a negative or non-finite loss term, naming it, the step and every term's value.
 pub fn check_losses(model: &FeatureModel, step: usize) -> Result<()> {
     let v = &model.vars;
-    let terms = [("recon", model.ex.get(v.mse)[0]), ("diversity", model.ex.get(v.diversity)[0]), ("total", model.ex.get(v.total)[0])];
+    let terms = [
+        ("recon", model.ex.get(v.mse)[0]),
+        ("diversity", model.ex.get(v.diversity)[0]),
+        ("guide", model.ex.get(v.guide)[0]),
+        ("total", model.ex.get(v.total)[0]),
+    ];
     for (name, val) in terms {
         if !val.is_finite() || val < 0.0 {
             let all: Vec<String> = terms.iter().map(|(n, x)| format!("{n}={x}")).collect();
