@@ -6,7 +6,8 @@ use std::path::Path;
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
-use super::run::{checkpoint_config, randn, step_rng};
+use super::run::{checkpoint_config, checkpoint_spectral, randn, step_rng};
+use crate::spectral::SpectralConfig;
 use crate::backend::{open_device, Device, DeviceKind};
 use crate::checkpoint::{write_atomic, TensorFile};
 use crate::data::{npy, Dataset};
@@ -14,29 +15,38 @@ use crate::model::init::init_params;
 use crate::model::FeatureModel;
 use super::config::TrainConfig;
 
-fn load_model(checkpoint: &Path, batch: usize, device: DeviceKind) -> Result<FeatureModel> {
+/// The model of a checkpoint, and its spectral settings if it was trained with spectral init.
+fn load_model(checkpoint: &Path, batch: usize, device: DeviceKind) -> Result<(FeatureModel, Option<(SpectralConfig, f32)>)> {
     let params = TensorFile::load(checkpoint)?;
     let cfg = checkpoint_config(&params)?;
+    let spectral = checkpoint_spectral(&params)?;
     let (dev, why) = open_device(device)?;
     eprintln!("device: {} ({why})", dev.name());
     let mut model = FeatureModel::new(&cfg, batch, dev)?;
     model.set_params(&params)?;
-    Ok(model)
+    Ok((model, spectral))
 }
 
 pub fn eval(checkpoint: &Path, data_dir: &Path, out: &Path, device: DeviceKind, seed: u64) -> Result<serde_json::Value> {
     let data = Dataset::load(data_dir)?;
     ensure!(data.masks.is_some(), "{}: no masks.npy, nothing to score against", data_dir.display());
     std::fs::create_dir_all(out).with_context(|| format!("cannot create output directory {}", out.display()))?;
-    let mut model = load_model(checkpoint, data.count.min(32), device)?;
+    let (mut model, spectral) = load_model(checkpoint, data.count.min(32), device)?;
     ensure!(
         model.cfg.n_tokens == data.tokens() && model.cfg.feat_dim == data.feat_dim,
         "checkpoint expects {} tokens x {} dims, the data has {} x {}",
         model.cfg.n_tokens, model.cfg.feat_dim, data.tokens(), data.feat_dim
     );
     let k = model.cfg.num_slots;
-    let alpha = super::eval::predict(&mut model, &data, seed, None, 1.0);
-    let metrics = super::eval::score_masks(&alpha, k, &data)?;
+    // a spectral-init model starts its slots from the segments of each scene, as in training
+    let (segments, noise_scale) = match &spectral {
+        Some((scfg, noise)) => (Some(super::spectral_init::SegmentCache::build(&data, k, scfg)?), *noise),
+        None => (None, 1.0),
+    };
+    let (alpha, attn) = super::eval::predict_with_attn(&mut model, &data, seed, segments.as_ref(), noise_scale);
+    let mut metrics = super::eval::score_masks(&alpha, k, &data)?;
+    metrics["attn_token_fg_ari"] = super::eval::score_masks(&attn, k, &data)?["token_fg_ari"].clone();
+    metrics["spectral_init"] = json!(spectral.is_some());
     let (gh, gw) = data.grid;
     let (mh, mw) = data.mask_hw;
     let n = gh * gw;
@@ -55,7 +65,7 @@ pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Pat
     ensure!(shape.len() == 3, "{}: features must be [B, N, F], got shape {shape:?}", features.display());
     let b = shape[0];
     ensure!(b >= 1, "{}: no scenes", features.display());
-    let mut model = load_model(checkpoint, b, device)?;
+    let (mut model, spectral) = load_model(checkpoint, b, device)?;
     let (n, f, k, d) = (model.cfg.n_tokens, model.cfg.feat_dim, model.cfg.num_slots, model.cfg.slot_dim);
     ensure!(shape[1] == n && shape[2] == f, "{}: features are {shape:?}, the checkpoint expects [B, {n}, {f}]", features.display());
     let z = match noise {
@@ -64,9 +74,20 @@ pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Pat
             ensure!(zs == [b, k, d], "{}: noise must be [{b}, {k}, {d}], got {zs:?}", p.display());
             z
         }
-        None => randn(&mut step_rng(0, 3, 0), b * k * d, 1.0),
+        None => randn(&mut step_rng(0, 3, 0), b * k * d, spectral.as_ref().map_or(1.0, |s| s.1)),
     };
-    model.set_inputs(&feats, &z, None, 0.0);
+    // spectral checkpoints: each scene's segment matrix, as training computed it
+    let segments: Option<Vec<f32>> = spectral.as_ref().map(|(scfg, _)| {
+        let side = (n as f64).sqrt().round() as usize;
+        let grid = if side * side == n { (side, side) } else { (1, n) };
+        (0..b)
+            .flat_map(|s| {
+                let seg = crate::spectral::segment(&feats[s * n * f..(s + 1) * n * f], n, f, grid, k, scfg);
+                super::spectral_init::segment_weights(&seg, k)
+            })
+            .collect()
+    });
+    model.set_inputs(&feats, &z, segments.as_deref(), 0.0);
     model.ex.forward();
     let v = model.vars.clone();
     let mut t = TensorFile::default();

@@ -294,7 +294,30 @@ pub fn save_checkpoint(out: &Path, model: &FeatureModel, adam: &Adam, state: &Tr
     opt.metadata.insert("slotforge.trainer".into(), serde_json::to_string(state)?);
     // optimizer first: the model file is the one users look for, so it lands last
     opt.save(&out.join("optimizer.safetensors"))?;
-    model.get_params().save(&out.join("model.safetensors"))
+    let mut params = model.get_params();
+    if state.config.use_spectral {
+        // eval and infer must start the slots the way training did
+        let c = &state.config;
+        let spectral = json!({"affinity_power": c.spectral_affinity_power, "seed": c.seed, "noise": c.spectral_noise});
+        params.metadata.insert(SPECTRAL_METADATA.into(), spectral.to_string());
+    }
+    params.save(&out.join("model.safetensors"))
+}
+
+/// Checkpoint metadata key of a model trained with spectral init: its segmentation settings.
+pub const SPECTRAL_METADATA: &str = "slotforge.spectral";
+
+/// The spectral settings a checkpoint was trained with (None: random init) and its noise scale.
+pub fn checkpoint_spectral(params: &TensorFile) -> Result<Option<(crate::spectral::SpectralConfig, f32)>> {
+    let Some(text) = params.metadata.get(SPECTRAL_METADATA) else { return Ok(None) };
+    let v: serde_json::Value = serde_json::from_str(text).with_context(|| format!("parsing {SPECTRAL_METADATA} metadata"))?;
+    let num = |k: &str| v[k].as_f64().with_context(|| format!("{SPECTRAL_METADATA} metadata lacks `{k}`"));
+    let cfg = crate::spectral::SpectralConfig {
+        affinity_power: num("affinity_power")? as f32,
+        seed: num("seed")? as u64,
+        ..Default::default()
+    };
+    Ok(Some((cfg, num("noise")? as f32)))
 }
 
 fn load_checkpoint(path: &Path, model: &mut FeatureModel, adam: &Adam) -> Result<(usize, usize, f32)> {
