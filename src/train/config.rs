@@ -150,6 +150,9 @@ impl TrainConfig {
             self.subset_percent
         );
         ensure!(self.num_slots >= 1 && self.num_slots <= 64, "num-slots must be in 1..=64 (got {})", self.num_slots);
+        for (v, key) in [(self.slot_dim, "slot-dim"), (self.mlp_hidden, "mlp-hidden"), (self.dec_hidden, "dec-hidden"), (self.iters, "iters")] {
+            ensure!(v >= 1, "{key} must be >= 1 (got {v})");
+        }
         ensure!(self.epochs >= 1, "epochs must be >= 1 (got {})", self.epochs);
         ensure!(self.warmup_epochs >= 0.0, "warmup-epochs must be >= 0 (got {})", self.warmup_epochs);
         ensure!(
