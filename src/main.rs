@@ -191,7 +191,7 @@ fn run(cli: Cli) -> Result<()> {
             anyhow::ensure!(feat_dim >= 1, "--feat-dim must be >= 1 (got {feat_dim})");
             slotforge::checkpoint::check_output_dir(&out)?;
             let ds = slotforge::data::synthetic::generate(&synthetic, count, seed, feat_dim)?;
-            ds.save(&out).with_context(|| format!("writing dataset to {}", out.display()))?;
+            ds.save_new(&out).with_context(|| format!("writing dataset to {}", out.display()))?;
             println!("wrote {count} {synthetic} scenes to {}", out.display());
         }
         Cmd::DebugSpectral { data, num_slots, out, seed } => {

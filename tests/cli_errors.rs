@@ -368,6 +368,8 @@ fn train_config_errors() {
         ["train", "--config", "tiny.toml", "--data", "good", "--num-slots", "65", "--out", "o"] => ["num-slots must be in 1..=64 (got 65)"];
         ["train", "--config", "tiny.toml", "--data", "good", "--warmup-epochs", "-1", "--out", "o"] => ["warmup-epochs must be >= 0 (got -1)"];
         ["train", "--config", "tiny.toml", "--data", "good", "--diversity-weight", "-1", "--out", "o"] => ["diversity-weight must be >= 0"];
+        ["train", "--config", "tiny.toml", "--data", "good", "--time-limit-minutes", "-1", "--out", "o"] => ["time-limit-minutes must be >= 0 (0 = no limit; got -1)"];
+        ["train", "--config", "tiny.toml", "--data", "good", "--log-every", "0", "--out", "o"] => ["log-every must be >= 1"];
         ["train", "--config", "tiny.toml", "--data", "good", "--batch-size", "-2", "--out", "o"] => ["invalid value '-2' for '--batch-size <BATCH_SIZE>'"];
         ["train", "--config", "tiny.toml", "--data", "good", "--epochs", "abc", "--out", "o"] => ["invalid value 'abc' for '--epochs <EPOCHS>'"];
         ["train", "--config", "tiny.toml", "--data", "good", "--device", "nonsense", "--out", "o"] => ["invalid value 'nonsense' for '--device <DEVICE>'", "possible values: auto, cpu"];
@@ -497,6 +499,12 @@ fn gen_data_errors() {
     let t = fixture();
     let r = t.path();
     check_ok(r, &["gen-data", "--synthetic", "clevr-features", "--count", "2", "--feat-dim", "8", "--out", "ctl"]);
+    // written through a temporary sibling directory that was renamed into place
+    assert!(r.join("ctl/features.npy").is_file() && r.join("ctl/masks.npy").is_file());
+    for e in std::fs::read_dir(r).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains(".tmp"), "temporary left behind: {name}");
+    }
     check_cases(r, &cases![
         ["gen-data", "--synthetic", "clevr-features", "--count", "2", "--feat-dim", "8", "--out", "afile/sub"] => ["cannot create output directory afile/sub: afile is a file, not a directory"];
         ["gen-data", "--synthetic", "clevr-features", "--count", "2", "--feat-dim", "8", "--out", "afile"] => ["output directory afile: the path exists and is not a directory"];

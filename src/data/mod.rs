@@ -345,6 +345,30 @@ impl Dataset {
         Ok(())
     }
 
+    /// [`save`](Self::save), all or nothing when `dir` does not exist yet: the files are written
+    /// into a sibling temporary directory that is renamed to `dir` at the end (and removed on
+    /// any error), so a failed save leaves no partial dataset. An existing `dir` is written
+    /// file by file, each file atomically.
+    pub fn save_new(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        if dir.exists() {
+            return self.save(dir);
+        }
+        let name = dir.file_name().ok_or_else(|| anyhow!("{}: not a directory path", dir.display()))?;
+        let tmp = dir.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("{}: cannot create the dataset directory", dir.display()))?;
+        }
+        let res = self.save(&tmp).and_then(|_| {
+            std::fs::rename(&tmp, dir).with_context(|| format!("{}: cannot rename to {}", tmp.display(), dir.display()))
+        });
+        if res.is_err() && tmp.exists() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        res
+    }
+
     /// A new dataset with the given scenes, in the given order.
     pub fn select(&self, indices: &[usize]) -> Dataset {
         for &i in indices {
