@@ -19,6 +19,7 @@ use slotforge::data::npy::{encode_header, DType};
 use slotforge::data::synthetic::generate;
 use slotforge::model::init::init_params;
 use slotforge::model::ModelConfig;
+use slotforge::train::config::TrainConfig;
 
 // ---------------------------------------------------------------------------------------
 // fixture
@@ -64,8 +65,10 @@ fn put(root: &Path, rel: &str, bytes: &[u8]) {
     std::fs::write(p, bytes).unwrap();
 }
 
+/// The model of TINY_TOML (through TrainConfig, so new config fields keep their defaults).
 fn model_config() -> ModelConfig {
-    ModelConfig { n_tokens: N, feat_dim: F, slot_dim: D, num_slots: K, mlp_hidden: 8, dec_hidden: 8, dec_layers: 2, iters: 3, eps: 1e-8 }
+    let cfg = TrainConfig { slot_dim: D, num_slots: K, mlp_hidden: 8, dec_hidden: 8, dec_layers: 2, iters: 3, ..TrainConfig::default() };
+    cfg.model(N, F)
 }
 
 const TINY_TOML: &str = "val-count = 2\nslot-dim = 8\nmlp-hidden = 8\ndec-hidden = 8\nnum-slots = 3\nbatch-size = 2\nepochs = 1\ndevice = \"cpu\"\n";
