@@ -21,6 +21,7 @@ enum Cmd {
     /// Train a model (defaults: the quick built-in synthetic CLEVR-features run).
     Train(TrainArgs),
     /// Score a checkpoint on a dataset: metrics.json, pred_masks.npy and PNG overlays.
+    #[command(allow_negative_numbers = true)]
     Eval {
         #[arg(long)]
         checkpoint: PathBuf,
@@ -54,6 +55,7 @@ enum Cmd {
         truth: PathBuf,
     },
     /// Write a built-in synthetic dataset to disk.
+    #[command(allow_negative_numbers = true)]
     GenData {
         #[arg(long)]
         synthetic: String,
@@ -67,6 +69,7 @@ enum Cmd {
         feat_dim: usize,
     },
     /// Spectral init diagnostics on a dataset: similarity, segmentation scores, PNGs.
+    #[command(allow_negative_numbers = true)]
     DebugSpectral {
         #[arg(long)]
         data: PathBuf,
@@ -78,6 +81,7 @@ enum Cmd {
         seed: u64,
     },
     /// Benchmarks: `kernels` (every kernel family) or `step` (one training step); JSON lines.
+    #[command(allow_negative_numbers = true)]
     Bench {
         what: String,
         #[arg(long, default_value = "cpu")]
@@ -96,7 +100,10 @@ enum Cmd {
 }
 
 /// Flags override the config file; each has a TOML key of the same name.
+/// Negative numbers are taken as values, so e.g. `--learning-rate -0.1` gets the range check's
+/// message rather than "unexpected argument".
 #[derive(Parser, Debug)]
+#[command(allow_negative_numbers = true)]
 struct TrainArgs {
     #[arg(long)]
     config: Option<PathBuf>,
@@ -180,8 +187,11 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", slotforge::train::commands::score(&pred, &truth)?);
         }
         Cmd::GenData { synthetic, count, out, seed, feat_dim } => {
+            anyhow::ensure!(count >= 1, "--count must be >= 1 (got {count})");
+            anyhow::ensure!(feat_dim >= 1, "--feat-dim must be >= 1 (got {feat_dim})");
+            slotforge::checkpoint::check_output_dir(&out)?;
             let ds = slotforge::data::synthetic::generate(&synthetic, count, seed, feat_dim)?;
-            ds.save(&out).with_context(|| format!("writing dataset to {}", out.display()))?;
+            ds.save_new(&out).with_context(|| format!("writing dataset to {}", out.display()))?;
             println!("wrote {count} {synthetic} scenes to {}", out.display());
         }
         Cmd::DebugSpectral { data, num_slots, out, seed } => {

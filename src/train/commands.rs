@@ -18,25 +18,29 @@ use super::config::TrainConfig;
 /// The model of a checkpoint, and its spectral settings if it was trained with spectral init.
 fn load_model(checkpoint: &Path, batch: usize, device: DeviceKind) -> Result<(FeatureModel, Option<(SpectralConfig, f32)>)> {
     let params = TensorFile::load(checkpoint)?;
-    let cfg = checkpoint_config(&params)?;
-    let spectral = checkpoint_spectral(&params)?;
+    let in_ckpt = || format!("checkpoint {}", checkpoint.display());
+    let cfg = checkpoint_config(&params).with_context(in_ckpt)?;
+    let spectral = checkpoint_spectral(&params).with_context(in_ckpt)?;
     let (dev, why) = open_device(device)?;
     eprintln!("device: {} ({why})", dev.name());
     let mut model = FeatureModel::new(&cfg, batch, dev)?;
-    model.set_params(&params)?;
+    model.set_params(&params).with_context(in_ckpt)?;
     Ok((model, spectral))
 }
 
 pub fn eval(checkpoint: &Path, data_dir: &Path, out: &Path, device: DeviceKind, seed: u64) -> Result<serde_json::Value> {
+    crate::checkpoint::check_output_dir(out)?;
     let data = Dataset::load(data_dir)?;
     ensure!(data.masks.is_some(), "{}: no masks.npy, nothing to score against", data_dir.display());
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create output directory {}", out.display()))?;
+    ensure!(data.kind_is_features(), "{}: eval needs features.npy (the feature model)", data_dir.display());
     let (mut model, spectral) = load_model(checkpoint, data.count.min(32), device)?;
     ensure!(
         model.cfg.n_tokens == data.tokens() && model.cfg.feat_dim == data.feat_dim,
-        "checkpoint expects {} tokens x {} dims, the data has {} x {}",
-        model.cfg.n_tokens, model.cfg.feat_dim, data.tokens(), data.feat_dim
+        "checkpoint {} expects {} tokens x {} dims, the data in {} has {} x {}",
+        checkpoint.display(), model.cfg.n_tokens, model.cfg.feat_dim, data_dir.display(), data.tokens(), data.feat_dim
     );
+    // created only now: a rejected input leaves nothing behind
+    crate::checkpoint::create_output_dir(out)?;
     let k = model.cfg.num_slots;
     // a spectral-init model starts its slots from the segments of each scene, as in training
     let (segments, noise_scale) = match &spectral {
@@ -61,17 +65,26 @@ pub fn eval(checkpoint: &Path, data_dir: &Path, out: &Path, device: DeviceKind, 
 }
 
 pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Path, device: DeviceKind) -> Result<()> {
+    crate::checkpoint::check_output_file(out)?;
     let (feats, shape) = npy::read_f32(features)?;
-    ensure!(shape.len() == 3, "{}: features must be [B, N, F], got shape {shape:?}", features.display());
+    npy::expect_rank(features, &shape, &[3, 4], "features [B, N, F] or [B, h, w, F]")?;
+    crate::data::check_feature_values(features, &shape, &feats)?;
+    // [B, h, w, F] is the same tokens in grid layout
+    let shape = if shape.len() == 4 { vec![shape[0], shape[1] * shape[2], shape[3]] } else { shape };
     let b = shape[0];
-    ensure!(b >= 1, "{}: no scenes", features.display());
+    ensure!(b >= 1, "{}: shape {shape:?} holds no scenes", features.display());
     let (mut model, spectral) = load_model(checkpoint, b, device)?;
     let (n, f, k, d) = (model.cfg.n_tokens, model.cfg.feat_dim, model.cfg.num_slots, model.cfg.slot_dim);
-    ensure!(shape[1] == n && shape[2] == f, "{}: features are {shape:?}, the checkpoint expects [B, {n}, {f}]", features.display());
+    ensure!(
+        shape[1] == n && shape[2] == f,
+        "{}: features are {shape:?}, the checkpoint {} expects [B, {n}, {f}]",
+        features.display(),
+        checkpoint.display()
+    );
     let z = match noise {
         Some(p) => {
             let (z, zs) = npy::read_f32(p)?;
-            ensure!(zs == [b, k, d], "{}: noise must be [{b}, {k}, {d}], got {zs:?}", p.display());
+            ensure!(zs == [b, k, d], "{}: noise must be [{b}, {k}, {d}] (B, slots, slot dim), got {zs:?}", p.display());
             z
         }
         None => randn(&mut step_rng(0, 3, 0), b * k * d, spectral.as_ref().map_or(1.0, |s| s.1)),
@@ -103,8 +116,15 @@ pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Pat
 pub fn score(pred: &Path, truth: &Path) -> Result<serde_json::Value> {
     let (p, ps) = npy::read_labels(pred)?;
     let (t, ts) = npy::read_labels(truth)?;
-    ensure!(ps == ts, "label maps differ in shape: pred {ps:?}, true {ts:?}");
-    ensure!(ps.len() == 2 || ps.len() == 3, "label maps must be [S, H, W] or [S, P], got {ps:?}");
+    npy::expect_rank(pred, &ps, &[2, 3], "a label map [S, H, W] or [S, P]")?;
+    npy::expect_rank(truth, &ts, &[2, 3], "a label map [S, H, W] or [S, P]")?;
+    ensure!(
+        ps == ts,
+        "label maps differ in shape: --pred {} is {ps:?}, --true {} is {ts:?}",
+        pred.display(),
+        truth.display()
+    );
+    ensure!(ps.iter().all(|&x| x > 0), "{}: shape {ps:?} has an empty axis", pred.display());
     let per: usize = ps[1..].iter().product();
     let s = crate::metrics::score_batch(&t, &p, per);
     Ok(json!({"ari": s.ari, "fg_ari": s.fg_ari, "mbo": s.mbo, "images": s.count}))
@@ -116,6 +136,7 @@ pub fn score(pred: &Path, truth: &Path) -> Result<serde_json::Value> {
 /// Prints one JSON line on stdout and a summary on stderr; writes JSON and PNGs into `out`.
 /// Fails when the initial slots have collapsed.
 pub fn debug_spectral(data: &Path, k: usize, out: &Path, seed: u64) -> Result<super::spectral_init::SpectralDiagnostics> {
+    crate::checkpoint::check_output_dir(out)?;
     let ds = Dataset::load(data)?;
     ensure!(ds.kind_is_features(), "{}: debug-spectral needs features.npy (the feature model)", data.display());
     let cfg = TrainConfig { num_slots: k, seed, ..TrainConfig::default() };

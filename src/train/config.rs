@@ -150,6 +150,9 @@ impl TrainConfig {
             self.subset_percent
         );
         ensure!(self.num_slots >= 1 && self.num_slots <= 64, "num-slots must be in 1..=64 (got {})", self.num_slots);
+        for (v, key) in [(self.slot_dim, "slot-dim"), (self.mlp_hidden, "mlp-hidden"), (self.dec_hidden, "dec-hidden"), (self.iters, "iters")] {
+            ensure!(v >= 1, "{key} must be >= 1 (got {v})");
+        }
         ensure!(self.epochs >= 1, "epochs must be >= 1 (got {})", self.epochs);
         ensure!(self.warmup_epochs >= 0.0, "warmup-epochs must be >= 0 (got {})", self.warmup_epochs);
         ensure!(
@@ -170,6 +173,11 @@ impl TrainConfig {
         ensure!(self.adaptive_factor > 1.0, "adaptive-factor must be > 1");
         ensure!(self.max_grad_norm > 0.0, "max-grad-norm must be > 0");
         ensure!(self.log_every >= 1, "log-every must be >= 1");
+        ensure!(
+            self.time_limit_minutes >= 0.0,
+            "time-limit-minutes must be >= 0 (0 = no limit; got {})",
+            self.time_limit_minutes
+        );
         ensure!(self.train_count >= 1 && self.val_count >= 1, "train-count and val-count must be >= 1");
         ensure!(self.feat_dim >= 1 && self.feat_dim <= 8192, "feat-dim must be in 1..=8192");
         ensure!(self.spectral_noise >= 0.0, "spectral-noise must be >= 0");

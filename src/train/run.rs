@@ -70,7 +70,13 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
         Some(dir) => Dataset::load(dir)?,
         None => crate::data::synthetic::generate(&cfg.synthetic, cfg.train_count + cfg.val_count, cfg.seed ^ 0x5eed, cfg.feat_dim)?,
     };
-    anyhow::ensure!(all.count > cfg.val_count, "the dataset has {} scenes; need more than the {} held out for validation", all.count, cfg.val_count);
+    anyhow::ensure!(
+        all.count > cfg.val_count,
+        "{}: the dataset has {} scenes; need more than the {} held out for validation (val-count)",
+        cfg.data.as_ref().map_or(cfg.synthetic.clone(), |d| d.display().to_string()),
+        all.count,
+        cfg.val_count
+    );
     let (train, val) = all.split(cfg.val_count);
     let train = if cfg.subset_percent < 100.0 { train.subset(cfg.subset_percent, cfg.seed) } else { train };
     Ok((train, val))
@@ -87,8 +93,8 @@ pub fn train(cfg: TrainConfig) -> Result<Summary> {
 pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     cfg.validate()?;
     let start = Instant::now();
-    std::fs::create_dir_all(&cfg.out).with_context(|| format!("cannot create output directory {}", cfg.out.display()))?;
-    probe_writable(&cfg.out)?;
+    // checked now, created once the inputs are loaded: a rejected input leaves nothing behind
+    crate::checkpoint::check_output_dir(&cfg.out)?;
 
     let (train_set, val_set) = load_data(&cfg)?;
     anyhow::ensure!(train_set.kind_is_features(), "the pixel model is not wired into `train` yet; use a feature dataset");
@@ -116,6 +122,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     } else {
         model.set_params(&init_params(&mcfg, cfg.seed))?;
     }
+    crate::checkpoint::create_output_dir(&cfg.out)?;
 
     let (spectral, val_segments) = if cfg.use_spectral {
         let t = Instant::now();
@@ -256,13 +263,6 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     Ok(Summary { steps: step, epochs: epochs_done, seconds: start.elapsed().as_secs_f64(), last, best_token_fg_ari: best })
 }
 
-fn probe_writable(dir: &Path) -> Result<()> {
-    let probe = dir.join(".write-probe");
-    std::fs::write(&probe, b"").with_context(|| format!("output directory {} is not writable", dir.display()))?;
-    std::fs::remove_file(&probe).ok();
-    Ok(())
-}
-
 /// Stop on a negative or non-finite loss term, naming it, the step and every term's value.
 pub fn check_losses(model: &FeatureModel, step: usize) -> Result<()> {
     let v = &model.vars;
@@ -322,7 +322,7 @@ pub fn checkpoint_spectral(params: &TensorFile) -> Result<Option<(crate::spectra
 
 fn load_checkpoint(path: &Path, model: &mut FeatureModel, adam: &Adam) -> Result<(usize, usize, f32)> {
     let params = TensorFile::load(path)?;
-    model.set_params(&params)?;
+    model.set_params(&params).with_context(|| format!("--resume {}", path.display()))?;
     let opt_path = path.with_file_name("optimizer.safetensors");
     let opt = TensorFile::load(&opt_path).with_context(|| format!("--resume needs {} next to the checkpoint", opt_path.display()))?;
     let state: Vec<(String, Vec<f32>)> = opt.tensors.iter().map(|(n, t)| (n.clone(), t.data.clone())).collect();
