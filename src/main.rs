@@ -79,6 +79,10 @@ enum Cmd {
         out: PathBuf,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// The run config whose init to diagnose (model sizes, affinity power); default: the
+        /// default run's.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Benchmarks: `kernels` (every kernel family) or `step` (one training step); JSON lines.
     #[command(allow_negative_numbers = true)]
@@ -194,8 +198,8 @@ fn run(cli: Cli) -> Result<()> {
             ds.save_new(&out).with_context(|| format!("writing dataset to {}", out.display()))?;
             println!("wrote {count} {synthetic} scenes to {}", out.display());
         }
-        Cmd::DebugSpectral { data, num_slots, out, seed } => {
-            slotforge::train::commands::debug_spectral(&data, num_slots, &out, seed)?;
+        Cmd::DebugSpectral { data, num_slots, out, seed, config } => {
+            slotforge::train::commands::debug_spectral(&data, num_slots, &out, seed, config.as_deref())?;
         }
         Cmd::Bench { what, device, steps, batch, profile } => slotforge::bench::run(&what, device, steps, batch, profile)?,
         Cmd::Devices => {

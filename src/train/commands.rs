@@ -135,11 +135,15 @@ pub fn score(pred: &Path, truth: &Path) -> Result<serde_json::Value> {
 /// size, or fewer scenes) with a freshly initialized model (`init_params(seed)`) on the CPU.
 /// Prints one JSON line on stdout and a summary on stderr; writes JSON and PNGs into `out`.
 /// Fails when the initial slots have collapsed.
-pub fn debug_spectral(data: &Path, k: usize, out: &Path, seed: u64) -> Result<super::spectral_init::SpectralDiagnostics> {
+pub fn debug_spectral(data: &Path, k: usize, out: &Path, seed: u64, config: Option<&Path>) -> Result<super::spectral_init::SpectralDiagnostics> {
     crate::checkpoint::check_output_dir(out)?;
     let ds = Dataset::load(data)?;
     ensure!(ds.kind_is_features(), "{}: debug-spectral needs features.npy (the feature model)", data.display());
-    let cfg = TrainConfig { num_slots: k, seed, ..TrainConfig::default() };
+    let base = match config {
+        Some(p) => TrainConfig::from_file(p)?,
+        None => TrainConfig::default(),
+    };
+    let cfg = TrainConfig { num_slots: k, seed, ..base };
     cfg.validate()?;
     let mcfg = cfg.model(ds.tokens(), ds.feat_dim);
     mcfg.validate()?;
