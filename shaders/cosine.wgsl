@@ -27,18 +27,7 @@ const EPS: f32 = 1e-8;
 
 var<workgroup> tile: array<f32, 2048>;   // 64 slots x TD columns
 var<workgroup> nrm: array<f32, 64>;
-var<workgroup> partial: array<f32, 256>;
 
-fn tree_sum(lid: u32) -> f32 {
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            partial[lid] = partial[lid] + partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    return partial[0];
-}
 
 @group(0) @binding(1) var<storage, read> cf_x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> cf_saved: array<f32>;

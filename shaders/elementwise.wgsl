@@ -236,7 +236,6 @@ fn binary_grad_thread(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     rg_g[j] = rg_g[j] + rp.sign * acc;
 }
 
-var<workgroup> partial: array<f32, 256>;
 
 // One workgroup per gradient element (few elements, long reductions: scalar weights).
 @compute @workgroup_size(256)

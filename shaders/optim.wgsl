@@ -18,18 +18,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-var<workgroup> partial: array<f32, 256>;
 
-fn tree_sum(lid: u32) -> f32 {
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            partial[lid] = partial[lid] + partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    return partial[0];
-}
 
 // ---- partial sums of squares; the dispatch has at most 256 workgroups along x
 @group(0) @binding(1) var<storage, read> sq_g: array<f32>;

@@ -10,18 +10,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-var<workgroup> partial: array<f32, 256>;
 
-fn tree_sum(lid: u32) -> f32 {
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            partial[lid] = partial[lid] + partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    return partial[0];
-}
 
 // ---- sum / mean: y = scale * sum(x)
 @group(0) @binding(1) var<storage, read> sum_x: array<f32>;

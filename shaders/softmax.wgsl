@@ -14,7 +14,6 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-var<workgroup> partial: array<f32, 256>;
 
 fn tree_max(lid: u32, v: f32) -> f32 {
     partial[lid] = v;
@@ -30,7 +29,7 @@ fn tree_max(lid: u32, v: f32) -> f32 {
     return r;
 }
 
-fn tree_sum(lid: u32, v: f32) -> f32 {
+fn block_sum(lid: u32, v: f32) -> f32 {
     partial[lid] = v;
     workgroupBarrier();
     for (var s = 128u; s > 0u; s = s >> 1u) {
@@ -93,7 +92,7 @@ fn softmax_forward_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         fy[base + k] = e;
         sum = sum + e;
     }
-    let inv = 1.0 / tree_sum(lid, sum);
+    let inv = 1.0 / block_sum(lid, sum);
     // each lane rescales exactly the elements it wrote: no barrier needed on fy
     for (var k = lid; k < p.len; k = k + 256u) {
         fy[base + k] = fy[base + k] * inv;
@@ -135,7 +134,7 @@ fn softmax_backward_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     for (var k = lid; k < p.len; k = k + 256u) {
         dot = dot + by[base + k] * bgy[base + k];
     }
-    dot = tree_sum(lid, dot);
+    dot = block_sum(lid, dot);
     for (var k = lid; k < p.len; k = k + 256u) {
         let i = base + k;
         bgx[i] = bgx[i] + by[i] * (bgy[i] - dot);
