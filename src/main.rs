@@ -90,6 +90,10 @@ enum Cmd {
         /// Step benchmark on the CPU: also print each op's forward/backward time per step.
         #[arg(long)]
         profile: bool,
+        /// Step benchmark: time the model this run config trains (e.g. configs/tetrominoes.toml)
+        /// instead of the reference feature model.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// List every wgpu adapter with its backend, type and limits.
     Devices,
@@ -187,7 +191,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::DebugSpectral { data, num_slots, out, seed } => {
             slotforge::train::commands::debug_spectral(&data, num_slots, &out, seed)?;
         }
-        Cmd::Bench { what, device, steps, batch, profile } => slotforge::bench::run(&what, device, steps, batch, profile)?,
+        Cmd::Bench { what, device, steps, batch, profile, config } => slotforge::bench::run(&what, device, steps, batch, profile, config.as_deref())?,
         Cmd::Devices => {
             let list = slotforge::backend::list_adapters();
             if list.is_empty() {

@@ -6,20 +6,21 @@ use std::path::Path;
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
-use super::run::{checkpoint_config, randn, step_rng};
+use super::run::{randn, step_rng};
 use crate::backend::{open_device, Device, DeviceKind};
 use crate::checkpoint::{write_atomic, TensorFile};
 use crate::data::{npy, Dataset};
 use crate::model::init::init_params;
-use crate::model::FeatureModel;
+use crate::model::{AnyConfig, FeatureModel, Model};
 use super::config::TrainConfig;
 
-fn load_model(checkpoint: &Path, batch: usize, device: DeviceKind) -> Result<FeatureModel> {
+/// Either model from its checkpoint (the kind is in its `slotforge.config`).
+fn load_model(checkpoint: &Path, batch: usize, device: DeviceKind) -> Result<Model> {
     let params = TensorFile::load(checkpoint)?;
-    let cfg = checkpoint_config(&params)?;
+    let cfg = AnyConfig::from_checkpoint(&params)?;
     let (dev, why) = open_device(device)?;
-    eprintln!("device: {} ({why})", dev.name());
-    let mut model = FeatureModel::new(&cfg, batch, dev)?;
+    eprintln!("device: {} ({why}); {} model", dev.name(), cfg.name());
+    let mut model = Model::new(&cfg, batch, dev)?;
     model.set_params(&params)?;
     Ok(model)
 }
@@ -29,21 +30,12 @@ pub fn eval(checkpoint: &Path, data_dir: &Path, out: &Path, device: DeviceKind, 
     ensure!(data.masks.is_some(), "{}: no masks.npy, nothing to score against", data_dir.display());
     std::fs::create_dir_all(out).with_context(|| format!("cannot create output directory {}", out.display()))?;
     let mut model = load_model(checkpoint, data.count.min(32), device)?;
-    ensure!(
-        model.cfg.n_tokens == data.tokens() && model.cfg.feat_dim == data.feat_dim,
-        "checkpoint expects {} tokens x {} dims, the data has {} x {}",
-        model.cfg.n_tokens, model.cfg.feat_dim, data.tokens(), data.feat_dim
-    );
-    let k = model.cfg.num_slots;
+    model.config().check_data(&data).with_context(|| format!("checkpoint {} vs data {}", checkpoint.display(), data_dir.display()))?;
+    let k = model.num_slots();
     let alpha = super::eval::predict(&mut model, &data, seed, None, 1.0);
-    let metrics = super::eval::score_masks(&alpha, k, &data)?;
-    let (gh, gw) = data.grid;
+    let metrics = super::eval::score(&model, &alpha, &data)?;
     let (mh, mw) = data.mask_hw;
-    let n = gh * gw;
-    let mut pred = Vec::with_capacity(data.count * mh * mw);
-    for s in 0..data.count {
-        pred.extend(crate::metrics::upsample_argmax(&alpha[s * k * n..(s + 1) * k * n], k, (gh, gw), (mh, mw)).iter().map(|&v| v as u8));
-    }
+    let pred: Vec<u8> = super::eval::pixel_labels(&alpha, k, &data).iter().map(|&v| v as u8).collect();
     npy::write_u8(&out.join("pred_masks.npy"), &pred, &[data.count, mh, mw])?;
     super::eval::draw_masks(&alpha, k, &data, 8, &out.join("masks.png"))?;
     write_atomic(&out.join("metrics.json"), serde_json::to_string_pretty(&metrics)?.as_bytes())?;
@@ -55,7 +47,9 @@ pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Pat
     ensure!(shape.len() == 3, "{}: features must be [B, N, F], got shape {shape:?}", features.display());
     let b = shape[0];
     ensure!(b >= 1, "{}: no scenes", features.display());
-    let mut model = load_model(checkpoint, b, device)?;
+    let Model::Feature(mut model) = load_model(checkpoint, b, device)? else {
+        anyhow::bail!("{}: a pixel-model checkpoint; `infer` runs the feature model on features (use `eval` on an image dataset)", checkpoint.display());
+    };
     let (n, f, k, d) = (model.cfg.n_tokens, model.cfg.feat_dim, model.cfg.num_slots, model.cfg.slot_dim);
     ensure!(shape[1] == n && shape[2] == f, "{}: features are {shape:?}, the checkpoint expects [B, {n}, {f}]", features.display());
     let z = match noise {
