@@ -343,12 +343,13 @@ fn tiny_pixel_run_learns_and_backends_agree() {
     println!("recon: first steps {head:.4}, last steps {tail:.4}");
     assert!(tail < 0.8 * head, "loss did not fall: {head} -> {tail}");
     // Same data, noise and init: the trajectories differ by float32 rounding only, which
-    // Adam and the convs amplify a little per step; 1e-4 relative is far below a real bug.
+    // Adam and the convs could amplify per step; measured 7.8e-8 relative over 24 steps, so
+    // 1e-5 leaves room for other drivers and is far below any real bug.
     let mut worst = 0f64;
     for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
         let rel = (c - g).abs() / c.abs().max(1e-6);
         worst = worst.max(rel);
-        assert!(rel < 1e-4, "step {i}: cpu recon {c} vs gpu {g}");
+        assert!(rel < 1e-5, "step {i}: cpu recon {c} vs gpu {g}");
     }
     println!("ERR pixel train cpu_vs_gpu worst relative recon difference {worst:.2e} over 24 steps");
     // pixel metrics only: no token grid
@@ -491,6 +492,7 @@ fn pixel_config_files_parse() {
         let c = TrainConfig::from_file(&root.join(file)).unwrap();
         c.validate().unwrap();
         assert_eq!((c.synthetic.as_str(), c.num_slots, c.slot_dim, c.enc_channels, c.iters), (name, slots, 64, 32, 3), "{file}");
+        assert!(c.time_limit_minutes > 0.0 && c.time_limit_minutes <= 20.0, "{file}: runs are time-boxed");
     }
     let bad = TrainConfig { enc_kernel: 4, ..TrainConfig::default() };
     assert!(bad.validate().unwrap_err().to_string().contains("enc-kernel"));
