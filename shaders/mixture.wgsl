@@ -3,8 +3,8 @@
 //   alpha_softmax_*: one thread per (b, n) looping over the K slots (the logits sit C
 //     floats apart; K*B*N is small next to the mixture itself).
 //   combine_forward: one thread per output (b, n, c), c fastest (coalesced), looping over k.
-//   combine_backward_*: ddec is an elementwise axpy; dalpha is a dot over C-1 channels, done
-//     by `lanes` threads per row (a power of two <= 64 fitted to C-1, 256 / lanes rows per
+//   combine_backward_*: ddec is an elementwise axpy; dalpha is a dot over the cm mixed channels, done
+//     by `lanes` threads per row (a power of two <= 64 fitted to cm, 256 / lanes rows per
 //     workgroup) with a tree in workgroup memory. When both gradients are wanted one kernel
 //     does both, reading gy once.
 
@@ -14,6 +14,7 @@ struct Params {
     n: u32,    // pixels N
     c: u32,    // channels C including the mask logit
     lanes: u32, // threads per row in the row kernels (power of two, <= 64)
+    cm: u32,    // channels alpha_combine mixes: C - 1 (skip the mask logit) or C
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -77,7 +78,7 @@ fn alpha_softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     }
 }
 
-// ---- alpha_combine forward: recon[b, n, c] = sum_k alpha[b,k,n] dec[b,k,n,c]
+// ---- alpha_combine forward: recon[b, n, c] = sum_k alpha[b,k,n] dec[b,k,n,c], c < cm
 @group(0) @binding(1) var<storage, read> cf_dec: array<f32>;
 @group(0) @binding(2) var<storage, read> cf_alpha: array<f32>;
 @group(0) @binding(3) var<storage, read_write> cf_out: array<f32>;
@@ -85,7 +86,7 @@ fn alpha_softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
 @compute @workgroup_size(256)
 fn combine_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wid, nwg, lid);
-    let cm = p.c - 1u;
+    let cm = p.cm;
     if (i >= p.nb * p.n * cm) {
         return;
     }
@@ -102,7 +103,7 @@ fn combine_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 
 // index of gy[b, n, 0] for row (b, k, n)
 fn gy_base(row: u32) -> u32 {
-    return ((row / (p.k * p.n)) * p.n + row % p.n) * (p.c - 1u);
+    return ((row / (p.k * p.n)) * p.n + row % p.n) * p.cm;
 }
 
 // ---- ddec only: one thread per (row, c < C-1)
@@ -113,7 +114,7 @@ fn gy_base(row: u32) -> u32 {
 @compute @workgroup_size(256)
 fn combine_backward_dec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wid, nwg, lid);
-    let cm = p.c - 1u;
+    let cm = p.cm;
     if (i >= p.nb * p.k * p.n * cm) {
         return;
     }
@@ -146,7 +147,7 @@ fn combine_backward_alpha(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     let row = (wid.x + wid.y * nwg.x) * (256u / p.lanes) + lid / p.lanes;
     let lane = lid % p.lanes;
     let valid = row < p.nb * p.k * p.n;   // not uniform: every thread must reach the barriers
-    let cm = p.c - 1u;
+    let cm = p.cm;
     var acc = 0.0;
     if (valid) {
         let g0 = gy_base(row);
@@ -174,7 +175,7 @@ fn combine_backward_both(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     let row = (wid.x + wid.y * nwg.x) * (256u / p.lanes) + lid / p.lanes;
     let lane = lid % p.lanes;
     let valid = row < p.nb * p.k * p.n;
-    let cm = p.c - 1u;
+    let cm = p.cm;
     var acc = 0.0;
     if (valid) {
         let g0 = gy_base(row);

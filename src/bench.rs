@@ -13,7 +13,7 @@ use crate::ops::optim::{Adam, AdamConfig};
 /// The reference-scale feature model of the step benchmark (and of the PyTorch baseline in
 /// `benches/torch_step.py`): N = 256, F = 768, D = 128, K = 11, T = 3, MLP 512, decoder 3 x 512.
 pub fn reference_config() -> ModelConfig {
-    ModelConfig { n_tokens: 256, feat_dim: 768, slot_dim: 128, num_slots: 11, mlp_hidden: 512, dec_hidden: 512, dec_layers: 3, iters: 3, eps: 1e-8 }
+    ModelConfig { n_tokens: 256, feat_dim: 768, slot_dim: 128, num_slots: 11, mlp_hidden: 512, dec_hidden: 512, dec_layers: 3, iters: 3, eps: 1e-8, encoder_pos: false }
 }
 
 pub fn run(what: &str, device: DeviceKind, steps: usize, batch: usize, profile: bool, config: Option<&std::path::Path>) -> Result<()> {

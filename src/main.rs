@@ -21,6 +21,7 @@ enum Cmd {
     /// Train a model (defaults: the quick built-in synthetic CLEVR-features run).
     Train(TrainArgs),
     /// Score a checkpoint on a dataset: metrics.json, pred_masks.npy and PNG overlays.
+    #[command(allow_negative_numbers = true)]
     Eval {
         #[arg(long)]
         checkpoint: PathBuf,
@@ -54,6 +55,7 @@ enum Cmd {
         truth: PathBuf,
     },
     /// Write a built-in synthetic dataset to disk.
+    #[command(allow_negative_numbers = true)]
     GenData {
         #[arg(long)]
         synthetic: String,
@@ -67,6 +69,7 @@ enum Cmd {
         feat_dim: usize,
     },
     /// Spectral init diagnostics on a dataset: similarity, segmentation scores, PNGs.
+    #[command(allow_negative_numbers = true)]
     DebugSpectral {
         #[arg(long)]
         data: PathBuf,
@@ -76,8 +79,13 @@ enum Cmd {
         out: PathBuf,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// The run config whose init to diagnose (model sizes, affinity power); default: the
+        /// default run's.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Benchmarks: `kernels` (every kernel family) or `step` (one training step); JSON lines.
+    #[command(allow_negative_numbers = true)]
     Bench {
         what: String,
         #[arg(long, default_value = "cpu")]
@@ -100,7 +108,10 @@ enum Cmd {
 }
 
 /// Flags override the config file; each has a TOML key of the same name.
+/// Negative numbers are taken as values, so e.g. `--learning-rate -0.1` gets the range check's
+/// message rather than "unexpected argument".
 #[derive(Parser, Debug)]
+#[command(allow_negative_numbers = true)]
 struct TrainArgs {
     #[arg(long)]
     config: Option<PathBuf>,
@@ -144,9 +155,11 @@ struct TrainArgs {
 
 impl TrainArgs {
     fn into_config(self) -> Result<TrainConfig> {
-        let mut c = match &self.config {
-            Some(p) => TrainConfig::from_file(p)?,
-            None => TrainConfig::default(),
+        let mut c = match (&self.config, self.synthetic.as_deref().and_then(slotforge::train::presets::preset)) {
+            (Some(p), _) => TrainConfig::from_file(p)?,
+            // an image dataset without a config: its built-in config (the pixel model's)
+            (None, Some(preset)) => preset?,
+            (None, None) => TrainConfig::default(),
         };
         macro_rules! over {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
@@ -184,12 +197,15 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", slotforge::train::commands::score(&pred, &truth)?);
         }
         Cmd::GenData { synthetic, count, out, seed, feat_dim } => {
+            anyhow::ensure!(count >= 1, "--count must be >= 1 (got {count})");
+            anyhow::ensure!(feat_dim >= 1, "--feat-dim must be >= 1 (got {feat_dim})");
+            slotforge::checkpoint::check_output_dir(&out)?;
             let ds = slotforge::data::synthetic::generate(&synthetic, count, seed, feat_dim)?;
-            ds.save(&out).with_context(|| format!("writing dataset to {}", out.display()))?;
+            ds.save_new(&out).with_context(|| format!("writing dataset to {}", out.display()))?;
             println!("wrote {count} {synthetic} scenes to {}", out.display());
         }
-        Cmd::DebugSpectral { data, num_slots, out, seed } => {
-            slotforge::train::commands::debug_spectral(&data, num_slots, &out, seed)?;
+        Cmd::DebugSpectral { data, num_slots, out, seed, config } => {
+            slotforge::train::commands::debug_spectral(&data, num_slots, &out, seed, config.as_deref())?;
         }
         Cmd::Bench { what, device, steps, batch, profile, config } => slotforge::bench::run(&what, device, steps, batch, profile, config.as_deref())?,
         Cmd::Devices => {

@@ -46,6 +46,32 @@ fn alpha_combine_awkward_sizes() {
 }
 
 #[test]
+fn mix_slots_awkward_sizes() {
+    // every channel mixed (no mask logit): C = 1 and C = 65 > 64 lanes as well
+    let extra = [(2, 3, 5, 1), (2, 4, 3, 65), (0, 3, 4, 5)];
+    for &(b, k, n, c) in SHAPES.iter().chain(&extra) {
+        check_op(
+            &format!("mix_slots b={b} k={k} n={n} c={c}"),
+            |g| {
+                let x = g.input_with_grad("x", &[b, k, n, c]);
+                let alpha = g.input_with_grad("alpha", &[b, k, n]);
+                g.mix_slots(x, alpha)
+            },
+            Check::default(),
+        );
+        check_op(
+            &format!("mix_slots frozen alpha b={b} k={k} n={n} c={c}"),
+            |g| {
+                let x = g.input_with_grad("x", &[b, k, n, c]);
+                let alpha = g.input("alpha", &[b, k, n]);
+                g.mix_slots(x, alpha)
+            },
+            Check::default(),
+        );
+    }
+}
+
+#[test]
 fn alpha_combine_one_side_frozen() {
     // each of the three backward kernels: dec only, alpha only (and both, above)
     for &(b, k, n, c) in &[(2, 3, 37, 9), (1, 11, 3, 71)] {

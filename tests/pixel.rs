@@ -269,6 +269,12 @@ fn rectangles(count: usize, (h, w): (usize, usize), seed: u64) -> Dataset {
     }
 }
 
+/// The defaults with what the pixel model cannot use switched off: the default run is the
+/// feature model's, with spectral init and mask guidance.
+fn pixel_defaults() -> TrainConfig {
+    TrainConfig { use_spectral: false, guide_weight: 0.0, ..TrainConfig::default() }
+}
+
 fn tiny_run(data: &Path, out: &Path) -> TrainConfig {
     TrainConfig {
         data: Some(data.to_path_buf()),
@@ -289,7 +295,7 @@ fn tiny_run(data: &Path, out: &Path) -> TrainConfig {
         learning_rate: 3e-3,
         log_every: 1,
         out: out.to_path_buf(),
-        ..TrainConfig::default()
+        ..pixel_defaults()
     }
 }
 
@@ -435,7 +441,7 @@ fn synthetic_image_datasets_train_the_pixel_model() {
             epochs: 1,
             log_every: 1,
             out: out.clone(),
-            ..TrainConfig::default()
+            ..pixel_defaults()
         };
         let s = train_on(cfg, Device::Cpu).unwrap();
         assert_eq!(s.steps, 2);
@@ -449,25 +455,19 @@ fn synthetic_image_datasets_train_the_pixel_model() {
 #[test]
 fn spectral_init_is_rejected_for_the_pixel_model() {
     let dir = tempfile::tempdir().unwrap();
-    for (spectral, debug) in [(true, false), (false, true)] {
-        let cfg = TrainConfig {
-            synthetic: "tetrominoes".into(),
-            train_count: 8,
-            val_count: 4,
-            use_spectral: spectral,
-            debug_spectral: debug,
-            out: dir.path().join("x"),
-            ..TrainConfig::default()
-        };
+    let base = TrainConfig { synthetic: "tetrominoes".into(), train_count: 8, val_count: 4, out: dir.path().join("x"), ..TrainConfig::default() };
+    assert!(base.use_spectral, "the default run uses spectral init");
+    for cfg in [base.clone(), TrainConfig { use_spectral: false, guide_weight: 0.0, debug_spectral: true, ..base }] {
         let e = format!("{:#}", train_on(cfg, Device::Cpu).unwrap_err());
-        assert!(e.contains("feature-model only") && e.contains("pixel model"), "{e}");
+        assert!(e.contains("feature-model only") && e.contains("pixel model") && e.contains("use-spectral = false"), "{e}");
     }
 }
 
 #[test]
 fn model_config_metadata_tells_the_models_apart() {
     // a feature checkpoint's config has no `model` field (all existing checkpoints): feature
-    let feature = ModelConfig { n_tokens: 16, feat_dim: 8, slot_dim: 4, num_slots: 3, mlp_hidden: 8, dec_hidden: 8, dec_layers: 2, iters: 3, eps: 1e-8 };
+    // built through TrainConfig: robust to new ModelConfig fields
+    let feature: ModelConfig = TrainConfig::default().model(16, 8);
     let text = serde_json::to_string(&feature).unwrap();
     assert_eq!(AnyConfig::from_json(&text).unwrap(), AnyConfig::Feature(feature.clone()));
     let mut tagged: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -493,6 +493,9 @@ fn pixel_config_files_parse() {
         c.validate().unwrap();
         assert_eq!((c.synthetic.as_str(), c.num_slots, c.slot_dim, c.enc_channels, c.iters), (name, slots, 64, 32, 3), "{file}");
         assert!(c.time_limit_minutes > 0.0 && c.time_limit_minutes <= 20.0, "{file}: runs are time-boxed");
+        assert!(!c.use_spectral && c.guide_weight == 0.0, "{file}: the pixel model has no spectral init");
+        // `train --synthetic NAME` without --config starts from the same file, compiled in
+        assert_eq!(slotforge::train::presets::preset(name).unwrap().unwrap(), c, "{file}");
     }
     let bad = TrainConfig { enc_kernel: 4, ..TrainConfig::default() };
     assert!(bad.validate().unwrap_err().to_string().contains("enc-kernel"));

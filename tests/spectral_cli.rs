@@ -26,7 +26,7 @@ fn diagnostics_on_generated_scenes() {
     let data = tmp.path().join("data");
     let out = tmp.path().join("out");
     write_clevr(&data, 16, 3, 64);
-    let diag = debug_spectral(&data, 11, &out, 0).unwrap();
+    let diag = debug_spectral(&data, 11, &out, 0, None).unwrap();
     println!(
         "16 scenes: similarity raw {:.3} centered {:.3}; token fg-ari {:?}, pixel fg-ari {:?}, ceiling {:?}, segments {:.2}",
         diag.similarity_raw, diag.similarity_centered, diag.token_fg_ari, diag.fg_ari, diag.fg_ari_ceiling, diag.mean_segments
@@ -141,12 +141,23 @@ fn command_reports_and_fails_on_collapse() {
     assert!(line["token_fg_ari"].as_f64().is_some());
     assert!(stderr.contains("initial slot similarity"), "{stderr}");
 
-    // degenerate: every token identical
+    // degenerate: every token identical. With the encoder's position embedding (the default)
+    // the segment parts still differ by where they are, so this collapses only without it.
+    let cfg = tmp.path().join("nopos.toml");
+    std::fs::write(&cfg, "encoder-pos = false\n").unwrap();
     let mut ds = generate("clevr-features", 4, 5, 32).unwrap();
     ds.features.iter_mut().enumerate().for_each(|(i, v)| *v = 0.1 * (i % 32) as f32 - 1.0);
     let flat = tmp.path().join("flat");
     ds.save(&flat).unwrap();
-    let o = run(&flat, &tmp.path().join("out_flat"));
+    let o = Command::new(env!("CARGO_BIN_EXE_slotforge"))
+        .args(["debug-spectral", "--num-slots", "5", "--data"])
+        .arg(&flat)
+        .arg("--out")
+        .arg(tmp.path().join("out_flat"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "a collapsed init must fail: {stderr}");
     assert!(stderr.contains("spectral init collapsed"), "{stderr}");

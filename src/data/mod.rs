@@ -96,6 +96,25 @@ fn load_png_dir(dir: &Path) -> Result<(Vec<u8>, usize, (usize, usize))> {
     Ok((data, files.len(), hw))
 }
 
+/// Largest feature magnitude accepted: beyond it the reconstruction loss (a mean of squares
+/// in float32) overflows to inf at the first step.
+pub const MAX_FEATURE_ABS: f32 = 1e12;
+
+/// Reject feature values whose magnitude exceeds [`MAX_FEATURE_ABS`], naming the first one
+/// (non-finite values are already refused by [`npy::read_f32`]).
+pub fn check_feature_values(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    if let Some(i) = data.iter().position(|v| !(v.abs() <= MAX_FEATURE_ABS)) {
+        bail!(
+            "{}: value {:e} at index {} is out of range: feature values must satisfy |x| <= {MAX_FEATURE_ABS:e} \
+             (the reconstruction loss would overflow float32)",
+            path.display(),
+            data[i],
+            npy::fmt_index(i, shape)
+        );
+    }
+    Ok(())
+}
+
 impl Dataset {
     /// Tokens per scene (feature kind) or pixels per image (image kind).
     pub fn n_tokens(&self) -> usize {
@@ -165,6 +184,9 @@ impl Dataset {
             if m.len() != want || want == 0 && self.count > 0 {
                 bail!("masks has {} values, expected {want} (mask size {:?})", m.len(), self.mask_hw);
             }
+            if self.mask_hw.0 < self.grid.0 || self.mask_hw.1 < self.grid.1 {
+                bail!("masks of {:?} are smaller than the grid {:?} of the data", self.mask_hw, self.grid);
+            }
         }
         Ok(())
     }
@@ -226,6 +248,10 @@ impl Dataset {
             if f == 0 || grid.0 * grid.1 == 0 {
                 bail!("{}: shape {} has an empty token or feature axis", fpath.display(), fmt_shape(&shape));
             }
+            if s == 0 {
+                bail!("{}: shape {} holds no scenes", fpath.display(), fmt_shape(&shape));
+            }
+            check_feature_values(&fpath, &shape, &data)?;
             check_count(s, &fpath)?;
             ds.count = s;
             ds.grid = grid;
@@ -238,6 +264,9 @@ impl Dataset {
             npy::expect_rank(&ipath, &shape, &[4], "[S, H, W, 3] uint8")?;
             if shape[3] != 3 {
                 bail!("{}: shape {}: the last axis must be 3 (RGB)", ipath.display(), fmt_shape(&shape));
+            }
+            if shape[..3].contains(&0) {
+                bail!("{}: shape {} has an empty axis (no scenes or no pixels)", ipath.display(), fmt_shape(&shape));
             }
             check_count(shape[0], &ipath)?;
             Some((data, shape[0], (shape[1], shape[2])))
@@ -267,7 +296,23 @@ impl Dataset {
         if mpath.is_file() {
             let (data, shape) = npy::read_labels_u8(&mpath)?;
             npy::expect_rank(&mpath, &shape, &[3], "[S, H, W] label map")?;
+            if shape.contains(&0) {
+                bail!("{}: shape {} has an empty axis", mpath.display(), fmt_shape(&shape));
+            }
             check_count(shape[0], &mpath)?;
+            if shape[1] < ds.grid.0 || shape[2] < ds.grid.1 {
+                bail!(
+                    "{}: shape {}: masks of {}x{} are smaller than the {}x{} {} of the data; \
+                     masks must have at least that resolution",
+                    mpath.display(),
+                    fmt_shape(&shape),
+                    shape[1],
+                    shape[2],
+                    ds.grid.0,
+                    ds.grid.1,
+                    if have_features { "token grid" } else { "images" }
+                );
+            }
             ds.mask_hw = (shape[1], shape[2]);
             ds.masks = Some(data);
         }
@@ -298,6 +343,30 @@ impl Dataset {
             npy::write_u8(&dir.join(MASKS_FILE), m, &[self.count, self.mask_hw.0, self.mask_hw.1])?;
         }
         Ok(())
+    }
+
+    /// [`save`](Self::save), all or nothing when `dir` does not exist yet: the files are written
+    /// into a sibling temporary directory that is renamed to `dir` at the end (and removed on
+    /// any error), so a failed save leaves no partial dataset. An existing `dir` is written
+    /// file by file, each file atomically.
+    pub fn save_new(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        if dir.exists() {
+            return self.save(dir);
+        }
+        let name = dir.file_name().ok_or_else(|| anyhow!("{}: not a directory path", dir.display()))?;
+        let tmp = dir.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("{}: cannot create the dataset directory", dir.display()))?;
+        }
+        let res = self.save(&tmp).and_then(|_| {
+            std::fs::rename(&tmp, dir).with_context(|| format!("{}: cannot rename to {}", tmp.display(), dir.display()))
+        });
+        if res.is_err() && tmp.exists() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        res
     }
 
     /// A new dataset with the given scenes, in the given order.

@@ -112,7 +112,8 @@ pub fn unravel(flat: usize, shape: &[usize]) -> Vec<usize> {
     idx
 }
 
-fn fmt_index(flat: usize, shape: &[usize]) -> String {
+/// `[i, j, k] (flat index n)`: the position of element `flat` of a C-order array, for messages.
+pub fn fmt_index(flat: usize, shape: &[usize]) -> String {
     let idx = unravel(flat, shape);
     let parts: Vec<String> = idx.iter().map(|i| i.to_string()).collect();
     format!("[{}] (flat index {flat})", parts.join(", "))
@@ -296,6 +297,12 @@ fn parse_dict(text: &[u8]) -> Result<(String, bool, Vec<usize>)> {
 
 /// Parse the header from the first bytes of a file (must contain the whole header).
 fn parse_header_bytes(b: &[u8]) -> Result<Header> {
+    if b.is_empty() {
+        bail!("empty file (0 bytes): not an .npy file");
+    }
+    if b.len() >= 6 && &b[..6] == MAGIC && b.len() < 10 {
+        bail!("truncated header: the file ends after {} bytes", b.len());
+    }
     if b.len() < 10 || &b[..6] != MAGIC {
         bail!("not an .npy file (missing the \\x93NUMPY magic)");
     }

@@ -129,10 +129,14 @@ pub struct Outputs {
     pub slots: Var,
     /// [B, K, N]: the masks, over tokens (feature model) or pixels (pixel model).
     pub alpha: Var,
+    /// [B, N, K]: the last iteration's attention (softmax over slots).
+    pub attn: Var,
     pub mse: Var,
     pub diversity: Var,
     pub total: Var,
     pub similarity: Var,
+    /// The spectral mask guidance term (feature model only).
+    pub guide: Option<Var>,
 }
 
 /// A model bound to a device.
@@ -174,11 +178,29 @@ impl Model {
         match self {
             Model::Feature(m) => {
                 let v = &m.vars;
-                Outputs { slots: v.slots, alpha: v.alpha, mse: v.mse, diversity: v.diversity, total: v.total, similarity: v.similarity }
+                Outputs {
+                    slots: v.slots,
+                    alpha: v.alpha,
+                    attn: v.attn,
+                    mse: v.mse,
+                    diversity: v.diversity,
+                    total: v.total,
+                    similarity: v.similarity,
+                    guide: Some(v.guide),
+                }
             }
             Model::Pixel(m) => {
                 let v = &m.vars;
-                Outputs { slots: v.slots, alpha: v.alpha, mse: v.mse, diversity: v.diversity, total: v.total, similarity: v.similarity }
+                Outputs {
+                    slots: v.slots,
+                    alpha: v.alpha,
+                    attn: v.attn,
+                    mse: v.mse,
+                    diversity: v.diversity,
+                    total: v.total,
+                    similarity: v.similarity,
+                    guide: None,
+                }
             }
         }
     }

@@ -1,10 +1,12 @@
 //! The feature model as a graph, reading like the paper:
-//!   encoder:  enc = Linear(ReLU(Linear(LN(features))))
+//!   encoder:  enc = Linear(ReLU(Linear(LN(features))))  (+ encoder_pos, if configured)
 //!   slots_0 = mu + exp(log_sigma) * (noise + LN(S^T enc))  (S = 0 unless spectral init)
 //!   T times:  attn = softmax_slots(k q^T / sqrt(D));  w = (attn + eps) / sum_N(attn + eps)
 //!             slots = GRU(w^T v, slots);  slots = slots + MLP(LN(slots))
-//!   decoder:  per slot and position MLP(slot + pos) -> (values, alpha logit); alpha = softmax_slots
+//!   decoder:  per slot and position MLP(slot + pos) -> (values, alpha logit); alpha = softmax_slots;
+//!             recon = sum_k alpha_k values_k
 //!   losses:   recon = MSE;  diversity = mean_{i != j} max(cos, 0);  total = recon + w_div * diversity
+//!             (+ w_guide * guide, the spectral mask guidance, off unless enabled)
 
 use std::collections::HashMap;
 
@@ -29,6 +31,11 @@ pub struct ModelVars {
     pub init_norm: (Var, Var),
     /// [1]: the diversity weight of this step (schedules change it without re-recording).
     pub diversity_weight: Var,
+    /// Spectral mask guidance (see `train::spectral_init`): one-hot slot targets as
+    /// [B, K, N] (for alpha) and [B, N, K] (for attn), and the term's weight [1] (0: off).
+    pub guide_masks: Var,
+    pub guide_attn: Var,
+    pub guide_weight: Var,
     pub params: Vec<(String, Var)>,
     /// [B, K, D]: the slots entering Slot Attention, `mu + exp(log_sigma) * (noise + LN(S^T enc))`
     /// (diagnostics read it; with zero noise it is the spectral init as training uses it).
@@ -39,6 +46,8 @@ pub struct ModelVars {
     pub recon: Var,
     pub mse: Var,
     pub diversity: Var,
+    /// mean((alpha - T)^2) + mean((attn - T^T)^2) >= 0 against the guide targets.
+    pub guide: Var,
     pub total: Var,
     pub similarity: Var,
 }
@@ -52,6 +61,9 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
     let segments = g.input("input.segments", &[b, n, k]);
     let init_norm = (g.input("input.init_norm.weight", &[d]), g.input("input.init_norm.bias", &[d]));
     let diversity_weight = g.input("input.diversity_weight", &[1]);
+    let guide_masks = g.input("input.guide_masks", &[b, k, n]);
+    let guide_attn = g.input("input.guide_attn", &[b, n, k]);
+    let guide_weight = g.input("input.guide_weight", &[1]);
     let params: Vec<(String, Var)> =
         cfg.param_shapes().into_iter().map(|(name, shape)| (name.clone(), g.param(&name, &shape))).collect();
     let p: HashMap<String, Var> = params.iter().cloned().collect();
@@ -60,6 +72,10 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
     let x = g.ln(features, &p, "encoder_norm");
     let x = g.dense(x, &p, "encoder.layers.0", true);
     let enc = g.dense(x, &p, "encoder.layers.1", false);
+    let enc = match p.get("encoder_pos") {
+        Some(&pos) => g.add(enc, pos), // [B, N, D] + [1, N, D]
+        None => enc,
+    };
 
     // slot init: reparameterized; the spectral init (S^T enc, the centered segment means of
     // enc, see train::spectral_init) enters in place of the noise, normalized per slot to
@@ -82,14 +98,31 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
     let per_slot = g.reshape(per_slot, &[b, k, 1, hd]);
     let h = g.add(per_slot, per_pos);
     let mut h = g.relu(h); // [B, K, N, H]
-    for l in 1..=cfg.dec_layers {
-        h = g.dense(h, &p, &format!("decoder.layers.{l}"), l < cfg.dec_layers);
+    for l in 1..cfg.dec_layers {
+        h = g.dense(h, &p, &format!("decoder.layers.{l}"), true);
     }
-    let alpha = g.alpha_softmax(h); // [B, K, N]
-    let recon = g.alpha_combine(h, alpha); // [B, N, F]
+    // last layer: out_k = W h_k + b, split into F values and one alpha logit. The mixture
+    // sum_k alpha_k (W_val h_k + b_val) = W_val (sum_k alpha_k h_k) + b_val, because the
+    // alphas sum to 1: so the values are computed once per position from the mixed hidden
+    // layer, N rows instead of K * N (the largest GEMM of the model, 11x smaller). Exactly
+    // the same function and gradients as decoding every slot's values.
+    let last = format!("decoder.layers.{}", cfg.dec_layers);
+    let (w_val, w_alpha) = split_last_row(&mut g, p[&format!("{last}.weight")]);
+    let (b_val, b_alpha) = split_last_row(&mut g, p[&format!("{last}.bias")]);
+    let logit = g.linear(h, w_alpha, Some(b_alpha), false); // [B, K, N, 1]
+    let alpha = g.alpha_softmax(logit); // [B, K, N]
+    let mixed = g.mix_slots(h, alpha); // [B, N, H]
+    let recon = g.linear(mixed, w_val, Some(b_val), false); // [B, N, F]
 
     // losses: both terms >= 0 by construction
     let sa::Losses { mse, diversity, total, similarity } = sa::losses(&mut g, recon, features, slots, diversity_weight);
+    // guidance: the decoder's masks and the last iteration's attention pulled toward the
+    // spectral segments (each slot toward the segment its init came from)
+    let guide_alpha = g.mse(alpha, guide_masks);
+    let guide_att = g.mse(attn, guide_attn);
+    let guide = g.add(guide_alpha, guide_att);
+    let weighted_guide = g.mul(guide, guide_weight);
+    let total = g.add(total, weighted_guide);
 
     let vars = ModelVars {
         features,
@@ -97,6 +130,9 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
         segments,
         init_norm,
         diversity_weight,
+        guide_masks,
+        guide_attn,
+        guide_weight,
         params,
         init_slots,
         slots,
@@ -105,10 +141,30 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
         recon,
         mse,
         diversity,
+        guide,
         total,
         similarity,
     };
     (g, vars)
+}
+
+/// A Linear's weight [out, in] (or bias [out]) as (rows 0..out-1, the last row): the last
+/// decoder layer's F value rows and its alpha-logit row. Row-major, so both are contiguous.
+fn split_last_row(g: &mut Graph, w: Var) -> (Var, Var) {
+    let shape = g.shape(w).to_vec();
+    let (rows, cols) = (shape[0], shape[1..].iter().product::<usize>());
+    let flat = g.reshape(w, &[rows * cols]);
+    let head = g.slice_last(flat, 0, (rows - 1) * cols);
+    let last = g.slice_last(flat, (rows - 1) * cols, cols);
+    let mut head_shape = shape.clone();
+    head_shape[0] = rows - 1;
+    let mut last_shape = shape;
+    last_shape[0] = 1;
+    if last_shape.len() == 1 {
+        // a bias: the logit's bias has one element
+        return (g.reshape(head, &head_shape), g.reshape(last, &[1]));
+    }
+    (g.reshape(head, &head_shape), g.reshape(last, &last_shape))
 }
 
 /// A feature model bound to a device: the recorded graph, its executor and its variables.
@@ -170,5 +226,14 @@ impl FeatureModel {
             None => self.ex.set(self.vars.segments, &vec![0.0; seg_len]),
         }
         self.ex.set(self.vars.diversity_weight, &[diversity_weight]);
+        self.ex.set(self.vars.guide_weight, &[0.0]);
+    }
+
+    /// Turn on mask guidance for this batch (after `set_inputs`): targets [B, K, N] and
+    /// their transpose [B, N, K], and the weight.
+    pub fn set_guide(&mut self, masks: &[f32], attn: &[f32], weight: f32) {
+        self.ex.set(self.vars.guide_masks, masks);
+        self.ex.set(self.vars.guide_attn, attn);
+        self.ex.set(self.vars.guide_weight, &[weight]);
     }
 }

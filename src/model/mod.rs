@@ -26,6 +26,13 @@ pub struct ModelConfig {
     pub dec_layers: usize,
     pub iters: usize,
     pub eps: f32,
+    /// Add a learned position embedding `encoder_pos [1, N, D]` to the encoder output, so the
+    /// keys and values (and through the values the slots) know where tokens are: the soft
+    /// position embedding of Locatello et al.'s pixel model. DINOSAUR leaves it out because
+    /// ViT features carry position; absent in the metadata (older checkpoints, the PyTorch
+    /// reference) means off.
+    #[serde(default)]
+    pub encoder_pos: bool,
 }
 
 impl ModelConfig {
@@ -40,7 +47,15 @@ impl ModelConfig {
             ("encoder.layers.1.weight".into(), vec![d, d]),
             ("encoder.layers.1.bias".into(), vec![d]),
         ];
-        p.extend(slot_attention::param_shapes(d, h));
+        // slots_mu, slots_log_sigma, [encoder_pos], the rest of the module (the order
+        // parameters have always been recorded in)
+        let mut module = slot_attention::param_shapes(d, h);
+        let rest = module.split_off(2);
+        p.extend(module);
+        if self.encoder_pos {
+            p.push(("encoder_pos".into(), vec![1, n, d]));
+        }
+        p.extend(rest);
         p.push(("decoder_pos".into(), vec![1, 1, n, d]));
         let mut din = d;
         for l in 0..=self.dec_layers {

@@ -1,6 +1,8 @@
 //! The spatial-broadcast decoder's alpha-mask mixture. Each slot decodes to dec [B, K, N, C]
 //! whose last channel is a mask logit: `alpha_softmax` normalizes the logits over slots,
-//! `alpha_combine` mixes the other channels with those masks. WGSL: `shaders/mixture.wgsl`.
+//! `alpha_combine` mixes the other channels with those masks, and `mix_slots` mixes every
+//! channel of a tensor without a logit channel (the feature decoder mixes its last hidden
+//! layer, see model::feature). WGSL: `shaders/mixture.wgsl`.
 
 use rayon::prelude::*;
 
@@ -23,9 +25,9 @@ pub struct AlphaSoftmax {
 }
 
 impl AlphaSoftmax {
-    /// The shader's Params has five words; `lanes` is unused here.
-    fn params(&self) -> [u32; 5] {
-        [self.b as u32, self.k as u32, self.n as u32, self.c as u32, 1]
+    /// The shader's Params has six words; `lanes` and `cm` are unused here.
+    fn params(&self) -> [u32; 6] {
+        [self.b as u32, self.k as u32, self.n as u32, self.c as u32, 1, 0]
     }
 }
 
@@ -82,23 +84,25 @@ impl Op for AlphaSoftmax {
     }
 }
 
-/// recon [B, N, C-1] = sum_k alpha[b,k,n] dec[b,k,n,c] for c < C-1.
+/// recon [B, N, cm] = sum_k alpha[b,k,n] dec[b,k,n,c] for c < cm, dec rows of C channels:
+/// cm = C-1 (the last channel is the mask logit) or cm = C (mix everything).
 #[derive(Debug)]
 pub struct AlphaCombine {
     pub b: usize,
     pub k: usize,
     pub n: usize,
     pub c: usize,
+    pub cm: usize,
 }
 
 impl AlphaCombine {
-    /// Threads per (b, k, n) row in the GPU row kernels: a power of two fitted to the C-1
-    /// channels (RGB rows get 4, feature rows 64), so few lanes idle.
+    /// Threads per (b, k, n) row in the GPU row kernels: a power of two fitted to the cm
+    /// mixed channels (RGB rows get 4, feature rows 64), so few lanes idle.
     fn lanes(&self) -> usize {
-        (self.c - 1).next_power_of_two().min(64)
+        self.cm.next_power_of_two().clamp(1, 64)
     }
-    fn params(&self) -> [u32; 5] {
-        [self.b as u32, self.k as u32, self.n as u32, self.c as u32, self.lanes() as u32]
+    fn params(&self) -> [u32; 6] {
+        [self.b as u32, self.k as u32, self.n as u32, self.c as u32, self.lanes() as u32, self.cm as u32]
     }
 }
 
@@ -107,8 +111,7 @@ impl Op for AlphaCombine {
         "alpha_combine"
     }
     fn forward(&self, cx: &mut Ctx, x: &[Buf], y: Buf, _: Buf) {
-        let (k, n, c) = (self.k, self.n, self.c);
-        let cm = c - 1;
+        let (k, n, c, cm) = (self.k, self.n, self.c, self.cm);
         match cx {
             Ctx::Cpu(s) => s.run(&[x[0], x[1]], &[y], |r, w| {
                 let (dec, alpha) = (r[0], r[1]);
@@ -131,8 +134,7 @@ impl Op for AlphaCombine {
     }
     fn backward(&self, cx: &mut Ctx, x: &[Buf], _: Buf, _: Buf, gy: Buf, gx: &[Option<Buf>]) {
         // ddec[b,k,n,c] += alpha[b,k,n] gy[b,n,c];  dalpha[b,k,n] += sum_c gy[b,n,c] dec[b,k,n,c]
-        let (k, n, c) = (self.k, self.n, self.c);
-        let cm = c - 1;
+        let (k, n, c, cm) = (self.k, self.n, self.c, self.cm);
         let rows = self.b * k * n;
         let par = rows * cm > PAR_MIN;
         let grow = move |row: usize| {
@@ -241,6 +243,16 @@ impl Graph {
             "alpha_combine: alpha must be [B, K, N] = {:?} to match dec {shape:?}",
             [b, k, n]
         );
-        self.push(AlphaCombine { b, k, n, c }, &[dec, alpha], &[b, n, c - 1])
+        self.push(AlphaCombine { b, k, n, c, cm: c - 1 }, &[dec, alpha], &[b, n, c - 1])
+    }
+
+    /// The mixture of every channel: out[b, n, c] = sum_k alpha[b, k, n] x[b, k, n, c].
+    /// x [B, K, N, C], alpha [B, K, N] -> [B, N, C].
+    pub fn mix_slots(&mut self, x: Var, alpha: Var) -> Var {
+        let shape = self.shape(x).to_vec();
+        assert_eq!(shape.len(), 4, "mix_slots: x must be [B, K, N, C], got {shape:?}");
+        let (b, k, n, c) = (shape[0], shape[1], shape[2], shape[3]);
+        assert_eq!(self.shape(alpha), &[b, k, n], "mix_slots: alpha must be [B, K, N] = {:?} to match x {shape:?}", [b, k, n]);
+        self.push(AlphaCombine { b, k, n, c, cm: c }, &[x, alpha], &[b, n, c])
     }
 }

@@ -6,7 +6,8 @@ use std::path::Path;
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
-use super::run::{randn, step_rng};
+use super::run::{checkpoint_spectral, randn, step_rng};
+use crate::spectral::SpectralConfig;
 use crate::backend::{open_device, Device, DeviceKind};
 use crate::checkpoint::{write_atomic, TensorFile};
 use crate::data::{npy, Dataset};
@@ -14,26 +15,59 @@ use crate::model::init::init_params;
 use crate::model::{AnyConfig, FeatureModel, Model};
 use super::config::TrainConfig;
 
-/// Either model from its checkpoint (the kind is in its `slotforge.config`).
-fn load_model(checkpoint: &Path, batch: usize, device: DeviceKind) -> Result<Model> {
+/// Either model from its checkpoint (the kind is in its `slotforge.config`), and its spectral
+/// settings if it was trained with spectral init.
+fn load_model(checkpoint: &Path, batch: usize, device: DeviceKind) -> Result<(Model, Option<(SpectralConfig, f32)>)> {
     let params = TensorFile::load(checkpoint)?;
-    let cfg = AnyConfig::from_checkpoint(&params)?;
+    let in_ckpt = || format!("checkpoint {}", checkpoint.display());
+    let cfg = AnyConfig::from_checkpoint(&params).with_context(in_ckpt)?;
+    let spectral = checkpoint_spectral(&params).with_context(in_ckpt)?;
     let (dev, why) = open_device(device)?;
     eprintln!("device: {} ({why}); {} model", dev.name(), cfg.name());
     let mut model = Model::new(&cfg, batch, dev)?;
-    model.set_params(&params)?;
-    Ok(model)
+    model.set_params(&params).with_context(in_ckpt)?;
+    Ok((model, spectral))
 }
 
 pub fn eval(checkpoint: &Path, data_dir: &Path, out: &Path, device: DeviceKind, seed: u64) -> Result<serde_json::Value> {
+    crate::checkpoint::check_output_dir(out)?;
     let data = Dataset::load(data_dir)?;
     ensure!(data.masks.is_some(), "{}: no masks.npy, nothing to score against", data_dir.display());
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create output directory {}", out.display()))?;
-    let mut model = load_model(checkpoint, data.count.min(32), device)?;
-    model.config().check_data(&data).with_context(|| format!("checkpoint {} vs data {}", checkpoint.display(), data_dir.display()))?;
+    let (mut model, spectral) = load_model(checkpoint, data.count.min(32), device)?;
+    match &model {
+        Model::Feature(m) => {
+            ensure!(data.kind_is_features(), "{}: eval needs features.npy (the feature model)", data_dir.display());
+            ensure!(
+                m.cfg.n_tokens == data.tokens() && m.cfg.feat_dim == data.feat_dim,
+                "checkpoint {} expects {} tokens x {} dims, the data in {} has {} x {}",
+                checkpoint.display(), m.cfg.n_tokens, m.cfg.feat_dim, data_dir.display(), data.tokens(), data.feat_dim
+            );
+        }
+        Model::Pixel(_) => {
+            let what = || format!("checkpoint {} vs the data in {}", checkpoint.display(), data_dir.display());
+            model.config().check_data(&data).with_context(what)?;
+        }
+    }
+    // created only now: a rejected input leaves nothing behind
+    crate::checkpoint::create_output_dir(out)?;
     let k = model.num_slots();
-    let alpha = super::eval::predict(&mut model, &data, seed, None, 1.0);
-    let metrics = super::eval::score(&model, &alpha, &data)?;
+    // a spectral-init model starts its slots from the segments of each scene, as in training
+    let (segments, noise_scale) = match &spectral {
+        Some((scfg, noise)) => (Some(super::spectral_init::SegmentCache::build(&data, k, scfg)?), *noise),
+        None => (None, 1.0),
+    };
+    let (alpha, attn) = super::eval::predict_with_attn(&mut model, &data, seed, segments.as_ref(), noise_scale);
+    let mut metrics = if model.is_pixel() {
+        // masks at image resolution: no token grid, no ceiling
+        let mut m = super::eval::score_pixel_masks(&alpha, k, &data)?;
+        m["attn_fg_ari"] = super::eval::score_pixel_masks(&attn, k, &data)?["fg_ari"].clone();
+        m
+    } else {
+        let mut m = super::eval::score_masks(&alpha, k, &data)?;
+        m["attn_token_fg_ari"] = super::eval::score_masks(&attn, k, &data)?["token_fg_ari"].clone();
+        m
+    };
+    metrics["spectral_init"] = json!(spectral.is_some());
     let (mh, mw) = data.mask_hw;
     let pred: Vec<u8> = super::eval::pixel_labels(&alpha, k, &data).iter().map(|&v| v as u8).collect();
     npy::write_u8(&out.join("pred_masks.npy"), &pred, &[data.count, mh, mw])?;
@@ -43,24 +77,45 @@ pub fn eval(checkpoint: &Path, data_dir: &Path, out: &Path, device: DeviceKind, 
 }
 
 pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Path, device: DeviceKind) -> Result<()> {
+    crate::checkpoint::check_output_file(out)?;
     let (feats, shape) = npy::read_f32(features)?;
-    ensure!(shape.len() == 3, "{}: features must be [B, N, F], got shape {shape:?}", features.display());
+    npy::expect_rank(features, &shape, &[3, 4], "features [B, N, F] or [B, h, w, F]")?;
+    crate::data::check_feature_values(features, &shape, &feats)?;
+    // [B, h, w, F] is the same tokens in grid layout
+    let shape = if shape.len() == 4 { vec![shape[0], shape[1] * shape[2], shape[3]] } else { shape };
     let b = shape[0];
-    ensure!(b >= 1, "{}: no scenes", features.display());
-    let Model::Feature(mut model) = load_model(checkpoint, b, device)? else {
+    ensure!(b >= 1, "{}: shape {shape:?} holds no scenes", features.display());
+    let (model, spectral) = load_model(checkpoint, b, device)?;
+    let Model::Feature(mut model) = model else {
         anyhow::bail!("{}: a pixel-model checkpoint; `infer` runs the feature model on features (use `eval` on an image dataset)", checkpoint.display());
     };
     let (n, f, k, d) = (model.cfg.n_tokens, model.cfg.feat_dim, model.cfg.num_slots, model.cfg.slot_dim);
-    ensure!(shape[1] == n && shape[2] == f, "{}: features are {shape:?}, the checkpoint expects [B, {n}, {f}]", features.display());
+    ensure!(
+        shape[1] == n && shape[2] == f,
+        "{}: features are {shape:?}, the checkpoint {} expects [B, {n}, {f}]",
+        features.display(),
+        checkpoint.display()
+    );
     let z = match noise {
         Some(p) => {
             let (z, zs) = npy::read_f32(p)?;
-            ensure!(zs == [b, k, d], "{}: noise must be [{b}, {k}, {d}], got {zs:?}", p.display());
+            ensure!(zs == [b, k, d], "{}: noise must be [{b}, {k}, {d}] (B, slots, slot dim), got {zs:?}", p.display());
             z
         }
-        None => randn(&mut step_rng(0, 3, 0), b * k * d, 1.0),
+        None => randn(&mut step_rng(0, 3, 0), b * k * d, spectral.as_ref().map_or(1.0, |s| s.1)),
     };
-    model.set_inputs(&feats, &z, None, 0.0);
+    // spectral checkpoints: each scene's segment matrix, as training computed it
+    let segments: Option<Vec<f32>> = spectral.as_ref().map(|(scfg, _)| {
+        let side = (n as f64).sqrt().round() as usize;
+        let grid = if side * side == n { (side, side) } else { (1, n) };
+        (0..b)
+            .flat_map(|s| {
+                let seg = crate::spectral::segment(&feats[s * n * f..(s + 1) * n * f], n, f, grid, k, scfg);
+                super::spectral_init::segment_weights(&seg, k)
+            })
+            .collect()
+    });
+    model.set_inputs(&feats, &z, segments.as_deref(), 0.0);
     model.ex.forward();
     let v = model.vars.clone();
     let mut t = TensorFile::default();
@@ -76,8 +131,15 @@ pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Pat
 pub fn score(pred: &Path, truth: &Path) -> Result<serde_json::Value> {
     let (p, ps) = npy::read_labels(pred)?;
     let (t, ts) = npy::read_labels(truth)?;
-    ensure!(ps == ts, "label maps differ in shape: pred {ps:?}, true {ts:?}");
-    ensure!(ps.len() == 2 || ps.len() == 3, "label maps must be [S, H, W] or [S, P], got {ps:?}");
+    npy::expect_rank(pred, &ps, &[2, 3], "a label map [S, H, W] or [S, P]")?;
+    npy::expect_rank(truth, &ts, &[2, 3], "a label map [S, H, W] or [S, P]")?;
+    ensure!(
+        ps == ts,
+        "label maps differ in shape: --pred {} is {ps:?}, --true {} is {ts:?}",
+        pred.display(),
+        truth.display()
+    );
+    ensure!(ps.iter().all(|&x| x > 0), "{}: shape {ps:?} has an empty axis", pred.display());
     let per: usize = ps[1..].iter().product();
     let s = crate::metrics::score_batch(&t, &p, per);
     Ok(json!({"ari": s.ari, "fg_ari": s.fg_ari, "mbo": s.mbo, "images": s.count}))
@@ -88,10 +150,15 @@ pub fn score(pred: &Path, truth: &Path) -> Result<serde_json::Value> {
 /// size, or fewer scenes) with a freshly initialized model (`init_params(seed)`) on the CPU.
 /// Prints one JSON line on stdout and a summary on stderr; writes JSON and PNGs into `out`.
 /// Fails when the initial slots have collapsed.
-pub fn debug_spectral(data: &Path, k: usize, out: &Path, seed: u64) -> Result<super::spectral_init::SpectralDiagnostics> {
+pub fn debug_spectral(data: &Path, k: usize, out: &Path, seed: u64, config: Option<&Path>) -> Result<super::spectral_init::SpectralDiagnostics> {
+    crate::checkpoint::check_output_dir(out)?;
     let ds = Dataset::load(data)?;
     ensure!(ds.kind_is_features(), "{}: debug-spectral needs features.npy (the feature model)", data.display());
-    let cfg = TrainConfig { num_slots: k, seed, ..TrainConfig::default() };
+    let base = match config {
+        Some(p) => TrainConfig::from_file(p)?,
+        None => TrainConfig::default(),
+    };
+    let cfg = TrainConfig { num_slots: k, seed, ..base };
     cfg.validate()?;
     let mcfg = cfg.model(ds.tokens(), ds.feat_dim);
     mcfg.validate()?;

@@ -38,6 +38,8 @@ pub struct TrainConfig {
     pub dec_hidden: usize,
     pub dec_layers: usize,
     pub iters: usize,
+    /// Learned position embedding added to the encoder output (`ModelConfig::encoder_pos`).
+    pub encoder_pos: bool,
     pub use_spectral: bool,
     /// Scale of the reparameterization noise added on top of the spectral init.
     pub spectral_noise: f32,
@@ -48,6 +50,12 @@ pub struct TrainConfig {
     /// alone is 0.02 / 0.42 / 0.90 / 0.97 / 0.98 for p = 4 / 8 / 12 / 16 / 24 (ARI 0.06 / 0.62 /
     /// 0.82 / 0.83 / 0.84).
     pub spectral_affinity_power: f32,
+    /// Spectral mask guidance (needs `use-spectral`): weight of `guide`, the squared distance
+    /// of the decoder masks and the attention from the spectral segments each slot starts
+    /// from. Held for `guide-hold-epochs`, then faded linearly to 0 over `guide-fade-epochs`.
+    pub guide_weight: f32,
+    pub guide_hold_epochs: f32,
+    pub guide_fade_epochs: f32,
     // optimization
     pub batch_size: usize,
     pub epochs: usize,
@@ -103,13 +111,17 @@ impl Default for TrainConfig {
             dec_hidden: 256,
             dec_layers: 2,
             iters: 3,
-            use_spectral: false,
+            encoder_pos: true,
+            use_spectral: true,
             spectral_noise: 0.1,
             spectral_affinity_power: 16.0,
-            batch_size: 32,
+            guide_weight: 1.0,
+            guide_hold_epochs: 20.0,
+            guide_fade_epochs: 0.0,
+            batch_size: 16,
             epochs: 20,
-            warmup_epochs: 1.0,
-            learning_rate: 4e-4,
+            warmup_epochs: 0.5,
+            learning_rate: 2e-3,
             decay_half_life: 0,
             max_grad_norm: 1.0,
             diversity_weight: 1e-4,
@@ -153,6 +165,9 @@ impl TrainConfig {
             self.subset_percent
         );
         ensure!(self.num_slots >= 1 && self.num_slots <= 64, "num-slots must be in 1..=64 (got {})", self.num_slots);
+        for (v, key) in [(self.slot_dim, "slot-dim"), (self.mlp_hidden, "mlp-hidden"), (self.dec_hidden, "dec-hidden"), (self.iters, "iters")] {
+            ensure!(v >= 1, "{key} must be >= 1 (got {v})");
+        }
         ensure!(self.epochs >= 1, "epochs must be >= 1 (got {})", self.epochs);
         ensure!(self.warmup_epochs >= 0.0, "warmup-epochs must be >= 0 (got {})", self.warmup_epochs);
         ensure!(
@@ -173,6 +188,11 @@ impl TrainConfig {
         ensure!(self.adaptive_factor > 1.0, "adaptive-factor must be > 1");
         ensure!(self.max_grad_norm > 0.0, "max-grad-norm must be > 0");
         ensure!(self.log_every >= 1, "log-every must be >= 1");
+        ensure!(
+            self.time_limit_minutes >= 0.0,
+            "time-limit-minutes must be >= 0 (0 = no limit; got {})",
+            self.time_limit_minutes
+        );
         ensure!(self.train_count >= 1 && self.val_count >= 1, "train-count and val-count must be >= 1");
         ensure!(self.feat_dim >= 1 && self.feat_dim <= 8192, "feat-dim must be in 1..=8192");
         ensure!(self.spectral_noise >= 0.0, "spectral-noise must be >= 0");
@@ -180,6 +200,19 @@ impl TrainConfig {
             self.spectral_affinity_power >= 1.0 && self.spectral_affinity_power <= 64.0,
             "spectral-affinity-power must be in [1, 64] (got {})",
             self.spectral_affinity_power
+        );
+        ensure!(
+            self.guide_weight >= 0.0 && self.guide_weight.is_finite(),
+            "guide-weight must be >= 0 (got {})",
+            self.guide_weight
+        );
+        ensure!(
+            self.guide_weight == 0.0 || self.use_spectral,
+            "guide-weight > 0 needs use-spectral: the guide targets are the spectral segments"
+        );
+        ensure!(
+            self.guide_hold_epochs >= 0.0 && self.guide_fade_epochs >= 0.0,
+            "guide-hold-epochs and guide-fade-epochs must be >= 0"
         );
         ensure!(
             self.collapse_overlap > 0.0 && self.collapse_overlap <= 1.0,
@@ -205,6 +238,7 @@ impl TrainConfig {
             dec_layers: self.dec_layers,
             iters: self.iters,
             eps: 1e-8,
+            encoder_pos: self.encoder_pos,
         }
     }
 }
@@ -241,6 +275,17 @@ pub fn learning_rate(cfg: &TrainConfig, step: usize, steps_per_epoch: usize) -> 
         return cfg.learning_rate;
     }
     cfg.learning_rate * 0.5f32.powf((step - warmup) as f32 / cfg.decay_half_life as f32)
+}
+
+/// Weight of the spectral mask guidance at (fractional) `epoch`: held, then faded to 0.
+pub fn guide_weight(cfg: &TrainConfig, epoch: f32) -> f32 {
+    if epoch < cfg.guide_hold_epochs {
+        return cfg.guide_weight;
+    }
+    if cfg.guide_fade_epochs <= 0.0 {
+        return 0.0;
+    }
+    cfg.guide_weight * (1.0 - (epoch - cfg.guide_hold_epochs) / cfg.guide_fade_epochs).max(0.0)
 }
 
 /// The diversity weight schedule. `adaptive` keeps state: it moves the weight by a factor

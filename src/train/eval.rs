@@ -16,8 +16,20 @@ use crate::model::Model;
 
 /// Per-scene predictions of a model: alpha masks [S, K, N] (N tokens, or pixels of the pixel model).
 pub fn predict(model: &mut Model, data: &Dataset, seed: u64, segments: Option<&SegmentCache>, noise_scale: f32) -> Vec<f32> {
+    predict_with_attn(model, data, seed, segments, noise_scale).0
+}
+
+/// Alpha masks [S, K, N] and the last iteration's attention, transposed to [S, K, N].
+pub fn predict_with_attn(
+    model: &mut Model,
+    data: &Dataset,
+    seed: u64,
+    segments: Option<&SegmentCache>,
+    noise_scale: f32,
+) -> (Vec<f32>, Vec<f32>) {
     let (b, k, d, n) = (model.batch(), model.num_slots(), model.slot_dim(), data.tokens());
     let mut out = Vec::with_capacity(data.count * k * n);
+    let mut attn_kn = Vec::with_capacity(data.count * k * n);
     let idx: Vec<usize> = (0..data.count).collect();
     for (ci, chunk) in idx.chunks(b).enumerate() {
         // pad the last batch by repeating its last scene; the padding is dropped below
@@ -30,8 +42,12 @@ pub fn predict(model: &mut Model, data: &Dataset, seed: u64, segments: Option<&S
         model.ex_mut().forward();
         let alpha = model.ex().get(model.out().alpha);
         out.extend_from_slice(&alpha[..chunk.len() * k * n]);
+        let attn = model.ex().get(model.out().attn); // [B, N, K]
+        for bi in 0..chunk.len() {
+            attn_kn.extend((0..k * n).map(|i| attn[(bi * n + i % n) * k + i / n]));
+        }
     }
-    out
+    (out, attn_kn)
 }
 
 /// Scores of alpha masks [S, K, N] against the dataset's masks.
@@ -101,11 +117,24 @@ pub fn evaluate(
     png: Option<&Path>,
 ) -> Result<serde_json::Value> {
     let k = model.num_slots();
-    let alpha = predict(model, data, seed, segments, noise_scale);
+    let (alpha, attn) = predict_with_attn(model, data, seed, segments, noise_scale);
     if let Some(path) = png {
         draw_masks(&alpha, k, data, 4, path)?;
     }
-    score(model, &alpha, data)
+    if model.is_pixel() {
+        let mut scores = score_pixel_masks(&alpha, k, data)?;
+        scores["attn_fg_ari"] = score_pixel_masks(&attn, k, data)?["fg_ari"].clone();
+        return Ok(scores);
+    }
+    let mut scores = score_masks(&alpha, k, data)?;
+    // beside the decoder's masks: the attention's segmentation and, with spectral init, the
+    // spectral segments the slots start from (what mask guidance pulls toward)
+    scores["attn_token_fg_ari"] = score_masks(&attn, k, data)?["token_fg_ari"].clone();
+    if let Some(c) = segments {
+        let all: Vec<usize> = (0..data.count).collect();
+        scores["spectral_token_fg_ari"] = score_masks(&c.guide_targets(&all).0, k, data)?["token_fg_ari"].clone();
+    }
+    Ok(scores)
 }
 
 /// One row per scene: ground truth, predicted pixel masks, predicted token masks; for image

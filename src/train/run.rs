@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::config::{learning_rate, DiversitySchedule, TrainConfig};
+use super::config::{guide_weight, learning_rate, DiversitySchedule, TrainConfig};
 use super::monitor::{mask_stats, slot_similarity};
 use crate::backend::{open_device, Device};
 use crate::checkpoint::TensorFile;
@@ -71,7 +71,13 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
         Some(dir) => Dataset::load(dir)?,
         None => crate::data::synthetic::generate(&cfg.synthetic, cfg.train_count + cfg.val_count, cfg.seed ^ 0x5eed, cfg.feat_dim)?,
     };
-    anyhow::ensure!(all.count > cfg.val_count, "the dataset has {} scenes; need more than the {} held out for validation", all.count, cfg.val_count);
+    anyhow::ensure!(
+        all.count > cfg.val_count,
+        "{}: the dataset has {} scenes; need more than the {} held out for validation (val-count)",
+        cfg.data.as_ref().map_or(cfg.synthetic.clone(), |d| d.display().to_string()),
+        all.count,
+        cfg.val_count
+    );
     let (train, val) = all.split(cfg.val_count);
     let train = if cfg.subset_percent < 100.0 { train.subset(cfg.subset_percent, cfg.seed) } else { train };
     Ok((train, val))
@@ -88,8 +94,8 @@ pub fn train(cfg: TrainConfig) -> Result<Summary> {
 pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     cfg.validate()?;
     let start = Instant::now();
-    std::fs::create_dir_all(&cfg.out).with_context(|| format!("cannot create output directory {}", cfg.out.display()))?;
-    probe_writable(&cfg.out)?;
+    // checked now, created once the inputs are loaded: a rejected input leaves nothing behind
+    crate::checkpoint::check_output_dir(&cfg.out)?;
 
     let (train_set, val_set) = load_data(&cfg)?;
     let mcfg = model_config(&cfg, &train_set)?;
@@ -118,6 +124,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     } else {
         model.set_params(&mcfg.init_params(cfg.seed))?;
     }
+    crate::checkpoint::create_output_dir(&cfg.out)?;
 
     let (spectral, val_segments) = if cfg.use_spectral {
         let t = Instant::now();
@@ -178,6 +185,12 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
             let noise = randn(&mut step_rng(cfg.seed, 2, step), b * k * d, noise_scale);
             let segs = spectral.as_ref().map(|c| c.gather(chunk));
             model.feed(&train_set, chunk, &noise, segs.as_deref(), w_div);
+            let w_guide = guide_weight(&cfg, step as f32 / steps_per_epoch as f32);
+            if let (Some(c), true) = (&spectral, w_guide > 0.0) {
+                let (masks, attn) = c.guide_targets(chunk);
+                // spectral is feature-model only (model_config rejects it for the pixel model)
+                model.as_feature_mut().expect("spectral guidance needs the feature model").set_guide(&masks, &attn, w_guide);
+            }
             adam.set_step(model.ex_mut(), step as u64 + 1, lr);
             let total = model.out().total;
             model.ex_mut().train_step("train_step", total, |cx, l| adam.record(cx, l));
@@ -193,6 +206,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
             if log_now {
                 let (v, ex) = (model.out(), model.ex());
                 let (mse, div, tot) = (ex.get(v.mse)[0], ex.get(v.diversity)[0], ex.get(v.total)[0]);
+                let guide = v.guide.map_or(0.0, |g| ex.get(g)[0]);
                 let sim_raw = ex.get(v.similarity)[0];
                 let slots = ex.get(v.slots);
                 let alpha = ex.get(v.alpha);
@@ -200,7 +214,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
                 let (active, overlap) = mask_stats(&alpha, b, k, n, 0.02);
                 schedule.observe(&cfg, sim_raw);
                 let rec = json!({
-                    "type": "step", "epoch": epoch, "step": step, "recon": mse, "diversity": div, "total": tot,
+                    "type": "step", "epoch": epoch, "step": step, "recon": mse, "diversity": div, "guide": guide, "guide_weight": w_guide, "total": tot,
                     "slot_similarity": sim_raw, "slot_similarity_centered": sim_centered,
                     "active_slots": active, "mask_overlap": overlap,
                     "lr": lr, "diversity_weight": w_div, "grad_norm": adam.last_grad_norm(model.ex()),
@@ -259,18 +273,15 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     Ok(Summary { steps: step, epochs: epochs_done, seconds: start.elapsed().as_secs_f64(), last, best_token_fg_ari: best, best_fg_ari })
 }
 
-fn probe_writable(dir: &Path) -> Result<()> {
-    let probe = dir.join(".write-probe");
-    std::fs::write(&probe, b"").with_context(|| format!("output directory {} is not writable", dir.display()))?;
-    std::fs::remove_file(&probe).ok();
-    Ok(())
-}
-
 /// Stop on a negative or non-finite loss term, naming it, the step and every term's value.
 pub fn check_losses(model: &Model, step: usize) -> Result<()> {
     let (v, ex) = (model.out(), model.ex());
-    let terms = [("recon", ex.get(v.mse)[0]), ("diversity", ex.get(v.diversity)[0]), ("total", ex.get(v.total)[0])];
-    for (name, val) in terms {
+    let mut terms = vec![("recon", ex.get(v.mse)[0]), ("diversity", ex.get(v.diversity)[0])];
+    if let Some(g) = v.guide {
+        terms.push(("guide", ex.get(g)[0]));
+    }
+    terms.push(("total", ex.get(v.total)[0]));
+    for &(name, val) in &terms {
         if !val.is_finite() || val < 0.0 {
             let all: Vec<String> = terms.iter().map(|(n, x)| format!("{n}={x}")).collect();
             bail!(
@@ -292,18 +303,41 @@ pub fn save_checkpoint(out: &Path, model: &Model, adam: &Adam, state: &TrainerSt
     opt.metadata.insert("slotforge.trainer".into(), serde_json::to_string(state)?);
     // optimizer first: the model file is the one users look for, so it lands last
     opt.save(&out.join("optimizer.safetensors"))?;
-    model.get_params().save(&out.join("model.safetensors"))
+    let mut params = model.get_params();
+    if state.config.use_spectral {
+        // eval and infer must start the slots the way training did
+        let c = &state.config;
+        let spectral = json!({"affinity_power": c.spectral_affinity_power, "seed": c.seed, "noise": c.spectral_noise});
+        params.metadata.insert(SPECTRAL_METADATA.into(), spectral.to_string());
+    }
+    params.save(&out.join("model.safetensors"))
+}
+
+/// Checkpoint metadata key of a model trained with spectral init: its segmentation settings.
+pub const SPECTRAL_METADATA: &str = "slotforge.spectral";
+
+/// The spectral settings a checkpoint was trained with (None: random init) and its noise scale.
+pub fn checkpoint_spectral(params: &TensorFile) -> Result<Option<(crate::spectral::SpectralConfig, f32)>> {
+    let Some(text) = params.metadata.get(SPECTRAL_METADATA) else { return Ok(None) };
+    let v: serde_json::Value = serde_json::from_str(text).with_context(|| format!("parsing {SPECTRAL_METADATA} metadata"))?;
+    let num = |k: &str| v[k].as_f64().with_context(|| format!("{SPECTRAL_METADATA} metadata lacks `{k}`"));
+    let cfg = crate::spectral::SpectralConfig {
+        affinity_power: num("affinity_power")? as f32,
+        seed: num("seed")? as u64,
+        ..Default::default()
+    };
+    Ok(Some((cfg, num("noise")? as f32)))
 }
 
 fn load_checkpoint(path: &Path, model: &mut Model, adam: &Adam) -> Result<(usize, usize, f32)> {
     let params = TensorFile::load(path)?;
-    let saved = AnyConfig::from_checkpoint(&params)?;
+    let saved = AnyConfig::from_checkpoint(&params).with_context(|| format!("--resume {}", path.display()))?;
     anyhow::ensure!(
         saved.name() == model.config().name(),
         "--resume: {} holds a {} model, but this run trains the {} model",
         path.display(), saved.name(), model.config().name()
     );
-    model.set_params(&params)?;
+    model.set_params(&params).with_context(|| format!("--resume {}", path.display()))?;
     let opt_path = path.with_file_name("optimizer.safetensors");
     let opt = TensorFile::load(&opt_path).with_context(|| format!("--resume needs {} next to the checkpoint", opt_path.display()))?;
     let state: Vec<(String, Vec<f32>)> = opt.tensors.iter().map(|(n, t)| (n.clone(), t.data.clone())).collect();
@@ -340,8 +374,9 @@ pub fn model_config(cfg: &TrainConfig, data: &Dataset) -> Result<AnyConfig> {
     }
     anyhow::ensure!(
         !cfg.use_spectral && !cfg.debug_spectral,
-        "--use-spectral and --debug-spectral are feature-model only (the spectral init segments token features); \
-         this dataset has images, which train the pixel model"
+        "use-spectral and debug-spectral are feature-model only (the spectral init segments token features), and this \
+         dataset has images, which train the pixel model: set use-spectral = false and guide-weight = 0 (as \
+         configs/tetrominoes.toml does)"
     );
     let pcfg = cfg.pixel_model(data.image_hw);
     pcfg.validate()?;

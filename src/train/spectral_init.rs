@@ -99,6 +99,24 @@ impl SegmentCache {
     pub fn gather(&self, scenes: &[usize]) -> Vec<f32> {
         scenes.iter().flat_map(|&s| self.weights[s].iter().copied()).collect()
     }
+
+    /// Mask-guidance targets for a batch: slot `k` owns the tokens of slot group `k` (the
+    /// group its init came from), one-hot, as ([B, K, N], [B, N, K]).
+    pub fn guide_targets(&self, scenes: &[usize]) -> (Vec<f32>, Vec<f32>) {
+        let (n, k) = (self.n, self.k);
+        let mut kn = vec![0f32; scenes.len() * k * n];
+        let mut nk = vec![0f32; scenes.len() * n * k];
+        for (b, &s) in scenes.iter().enumerate() {
+            for (t, &g) in self.segs[s].groups.iter().enumerate() {
+                let g = g as usize;
+                if g < k {
+                    kn[(b * k + g) * n + t] = 1.0;
+                    nk[(b * n + t) * k + g] = 1.0;
+                }
+            }
+        }
+        (kn, nk)
+    }
 }
 
 /// `S [N, k]` (row-major) of one scene from its slot groups; see the module docs. Column `j`
