@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::backend::{open_device, Device, DeviceKind};
 use crate::model::init::init_params;
-use crate::model::{FeatureModel, ModelConfig};
+use crate::model::{AnyConfig, Model, ModelConfig};
 use crate::ops::optim::{Adam, AdamConfig};
 
 /// The reference-scale feature model of the step benchmark (and of the PyTorch baseline in
@@ -16,9 +16,9 @@ pub fn reference_config() -> ModelConfig {
     ModelConfig { n_tokens: 256, feat_dim: 768, slot_dim: 128, num_slots: 11, mlp_hidden: 512, dec_hidden: 512, dec_layers: 3, iters: 3, eps: 1e-8, encoder_pos: false }
 }
 
-pub fn run(what: &str, device: DeviceKind, steps: usize, batch: usize, profile: bool) -> Result<()> {
+pub fn run(what: &str, device: DeviceKind, steps: usize, batch: usize, profile: bool, config: Option<&std::path::Path>) -> Result<()> {
     match what {
-        "step" => bench_step(device, steps, batch, profile),
+        "step" => bench_step(device, steps, batch, profile, config),
         "kernels" => crate::bench_kernels::run(device),
         other => bail!("unknown benchmark {other:?}: expected `step` or `kernels`"),
     }
@@ -37,27 +37,54 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool) -> Result<()> {
+/// One training step of the reference feature model on random features, or with `config` (a
+/// run config) of the model that run trains (feature or pixel) on a batch of its data.
+pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool, config: Option<&std::path::Path>) -> Result<()> {
     let (device, why) = open_device(kind)?;
     eprintln!("device: {} ({why})", device.name());
-    let cfg = reference_config();
-    let mut model = FeatureModel::new(&cfg, batch, device.clone())?;
-    model.set_params(&init_params(&cfg, 0))?;
-    let params: Vec<_> = model.vars.params.iter().map(|(_, v)| *v).collect();
-    let adam = Adam::new(&mut model.ex, &params, AdamConfig::default());
-    let mut rng = crate::train::run::step_rng(0, 9, 0);
-    let feats = crate::train::run::randn(&mut rng, batch * cfg.n_tokens * cfg.feat_dim, 1.0);
-    let noise = crate::train::run::randn(&mut rng, batch * cfg.num_slots * cfg.slot_dim, 1.0);
-    model.set_inputs(&feats, &noise, None, 1e-4);
-    let total = model.vars.total;
-    let flops: u64 = model.ex.graph.nodes.iter().map(|n| n.op.flops()).sum::<u64>() * 3; // forward + two backward products
+    let mut model = match config {
+        None => {
+            let cfg = reference_config();
+            let mut model = Model::new(&AnyConfig::Feature(cfg.clone()), batch, device.clone())?;
+            model.set_params(&init_params(&cfg, 0))?;
+            let mut rng = crate::train::run::step_rng(0, 9, 0);
+            let feats = crate::train::run::randn(&mut rng, batch * cfg.n_tokens * cfg.feat_dim, 1.0);
+            let noise = crate::train::run::randn(&mut rng, batch * cfg.num_slots * cfg.slot_dim, 1.0);
+            if let Some(m) = model.as_feature_mut() {
+                m.set_inputs(&feats, &noise, None, 1e-4);
+            }
+            model
+        }
+        Some(path) => {
+            let tc = crate::train::config::TrainConfig::from_file(path)?;
+            tc.validate()?;
+            let data = match &tc.data {
+                Some(dir) => crate::data::Dataset::load(dir)?,
+                None => crate::data::synthetic::generate(&tc.synthetic, batch, tc.seed, tc.feat_dim)?,
+            };
+            anyhow::ensure!(data.count >= batch, "{}: {} scenes, fewer than the batch of {batch}", path.display(), data.count);
+            let cfg = crate::train::run::model_config(&tc, &data)?;
+            eprintln!("{} model of {}: {}", cfg.name(), path.display(), cfg.to_json());
+            let mut model = Model::new(&cfg, batch, device.clone())?;
+            model.set_params(&cfg.init_params(0))?;
+            let mut rng = crate::train::run::step_rng(0, 9, 0);
+            let noise = crate::train::run::randn(&mut rng, batch * cfg.num_slots() * cfg.slot_dim(), 1.0);
+            let scenes: Vec<usize> = (0..batch).collect();
+            model.feed(&data, &scenes, &noise, None, 1e-4);
+            model
+        }
+    };
+    let params: Vec<_> = model.params().iter().map(|(_, v)| *v).collect();
+    let adam = Adam::new(model.ex_mut(), &params, AdamConfig::default());
+    let total = model.out().total;
+    let flops: u64 = model.ex().graph.nodes.iter().map(|n| n.op.flops()).sum::<u64>() * 3; // forward + two backward products
     let mut times = Vec::new();
     for i in 0..steps + 1 {
-        adam.set_step(&mut model.ex, i as u64 + 1, 1e-4);
+        adam.set_step(model.ex_mut(), i as u64 + 1, 1e-4);
         let t = Instant::now();
-        model.ex.train_step("train_step", total, |cx, l| adam.record(cx, l));
+        model.ex_mut().train_step("train_step", total, |cx, l| adam.record(cx, l));
         // the loss readback waits for the device: the step is complete when it returns
-        let loss = model.ex.get(total)[0];
+        let loss = model.ex().get(total)[0];
         anyhow::ensure!(loss.is_finite(), "benchmark step produced a non-finite loss");
         if i > 0 {
             times.push(t.elapsed().as_secs_f64()); // step 0 records pipelines and warms caches
@@ -78,8 +105,9 @@ pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool) -
         "median_s": med, "min_s": times.iter().cloned().fold(f64::MAX, f64::min),
         "gflop_per_step": flops as f64 / 1e9, "gflops": flops as f64 / 1e9 / med,
         "peak_rss_mib": peak_rss_bytes().map(|b| b as f64 / 1048576.0),
-        "device_buffers_mib": model.ex.allocated_bytes as f64 / 1048576.0,
-        "dispatches_per_step": if matches!(device, Device::Gpu(_)) { Some(model.ex.dispatch_count("train_step")) } else { None },
+        "model": model.config().name(),
+        "device_buffers_mib": model.ex().allocated_bytes as f64 / 1048576.0,
+        "dispatches_per_step": if matches!(device, Device::Gpu(_)) { Some(model.ex().dispatch_count("train_step")) } else { None },
         "threads": rayon::current_num_threads(),
     });
     println!("{rec}");

@@ -98,6 +98,10 @@ enum Cmd {
         /// Step benchmark on the CPU: also print each op's forward/backward time per step.
         #[arg(long)]
         profile: bool,
+        /// Step benchmark: time the model this run config trains (e.g. configs/tetrominoes.toml)
+        /// instead of the reference feature model.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// List every wgpu adapter with its backend, type and limits.
     Devices,
@@ -151,9 +155,11 @@ struct TrainArgs {
 
 impl TrainArgs {
     fn into_config(self) -> Result<TrainConfig> {
-        let mut c = match &self.config {
-            Some(p) => TrainConfig::from_file(p)?,
-            None => TrainConfig::default(),
+        let mut c = match (&self.config, self.synthetic.as_deref().and_then(slotforge::train::presets::preset)) {
+            (Some(p), _) => TrainConfig::from_file(p)?,
+            // an image dataset without a config: its built-in config (the pixel model's)
+            (None, Some(preset)) => preset?,
+            (None, None) => TrainConfig::default(),
         };
         macro_rules! over {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
@@ -201,7 +207,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::DebugSpectral { data, num_slots, out, seed, config } => {
             slotforge::train::commands::debug_spectral(&data, num_slots, &out, seed, config.as_deref())?;
         }
-        Cmd::Bench { what, device, steps, batch, profile } => slotforge::bench::run(&what, device, steps, batch, profile)?,
+        Cmd::Bench { what, device, steps, batch, profile, config } => slotforge::bench::run(&what, device, steps, batch, profile, config.as_deref())?,
         Cmd::Devices => {
             let list = slotforge::backend::list_adapters();
             if list.is_empty() {

@@ -12,13 +12,11 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Result};
 
+use super::slot_attention::{self as sa, LN_EPS};
 use super::ModelConfig;
 use crate::backend::Device;
 use crate::exec::Executor;
 use crate::graph::{Graph, Var};
-
-/// LayerNorm eps, as PyTorch's default.
-const LN_EPS: f32 = 1e-5;
 
 /// Handles to the variables a caller feeds or reads.
 #[derive(Clone, Debug)]
@@ -54,23 +52,6 @@ pub struct ModelVars {
     pub similarity: Var,
 }
 
-impl Graph {
-    fn ln(&mut self, x: Var, p: &HashMap<String, Var>, name: &str) -> Var {
-        self.layer_norm(x, p[&format!("{name}.weight")], p[&format!("{name}.bias")], LN_EPS)
-    }
-
-    fn dense(&mut self, x: Var, p: &HashMap<String, Var>, name: &str, relu: bool) -> Var {
-        self.linear(x, p[&format!("{name}.weight")], p.get(&format!("{name}.bias")).copied(), relu)
-    }
-
-    /// PyTorch's GRUCell, gates (r, z, n): the two projections are GEMMs, the rest one fused op.
-    pub fn gru_cell(&mut self, x: Var, h: Var, p: &HashMap<String, Var>, name: &str) -> Var {
-        let gi = self.linear(x, p[&format!("{name}.weight_ih")], Some(p[&format!("{name}.bias_ih")]), false);
-        let gh = self.linear(h, p[&format!("{name}.weight_hh")], Some(p[&format!("{name}.bias_hh")]), false);
-        self.gru_gates(gi, gh, h)
-    }
-}
-
 /// Record the feature model for batch size `b`.
 pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelVars) {
     let (n, f, d, k) = (cfg.n_tokens, cfg.feat_dim, cfg.slot_dim, cfg.num_slots);
@@ -101,33 +82,13 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
     // per-element RMS 1 like the noise (unnormalized it is small next to mu and every slot
     // starts near mu: raw cosine 0.85 on generated CLEVR-like scenes). S = 0 gives LN(0) = 0
     // exactly, so without spectral init this is the plain `mu + exp(log_sigma) * noise`.
-    let sigma = g.exp(p["slot_attention.slots_log_sigma"]);
     let seg_means = g.matmul(segments, enc, true, false);
     let seg_init = g.layer_norm(seg_means, init_norm.0, init_norm.1, LN_EPS);
     let z = g.add(noise, seg_init);
-    let spread = g.mul(sigma, z);
-    let init_slots = g.add(p["slot_attention.slots_mu"], spread);
-    let mut slots = init_slots;
+    let init_slots = sa::init_slots(&mut g, &p, z);
 
     // Slot Attention
-    let xi = g.ln(enc, &p, "slot_attention.norm_inputs");
-    let keys = g.dense(xi, &p, "slot_attention.to_k", false);
-    let values = g.dense(xi, &p, "slot_attention.to_v", false);
-    let mut attn = keys;
-    for _ in 0..cfg.iters {
-        let s = g.ln(slots, &p, "slot_attention.norm_slots");
-        let q = g.dense(s, &p, "slot_attention.to_q", false);
-        let q = g.scale(q, (d as f32).powf(-0.5));
-        let logits = g.matmul(keys, q, false, true); // [B, N, K]
-        attn = g.softmax(logits, 2); // over slots: slots compete for tokens
-        let w = g.attn_renorm(attn, cfg.eps); // weighted mean over tokens
-        let updates = g.matmul(w, values, true, false); // [B, K, D]
-        slots = g.gru_cell(updates, slots, &p, "slot_attention.gru");
-        let m = g.ln(slots, &p, "slot_attention.norm_mlp");
-        let m = g.dense(m, &p, "slot_attention.mlp.layers.0", true);
-        let m = g.dense(m, &p, "slot_attention.mlp.layers.1", false);
-        slots = g.add(slots, m);
-    }
+    let (slots, attn) = sa::slot_attention(&mut g, &p, enc, init_slots, cfg.iters, cfg.eps);
 
     // decoder: layer 0 of MLP(slot + pos) = W slot + (W pos + bias), computed per slot and per
     // position instead of per (slot, position) pair: K + N rows instead of K * N.
@@ -154,10 +115,7 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
     let recon = g.linear(mixed, w_val, Some(b_val), false); // [B, N, F]
 
     // losses: both terms >= 0 by construction
-    let mse = g.mse(recon, features);
-    let diversity = g.pairwise_cosine_mean(slots, true);
-    let weighted = g.mul(diversity, diversity_weight);
-    let total = g.add(mse, weighted);
+    let sa::Losses { mse, diversity, total, similarity } = sa::losses(&mut g, recon, features, slots, diversity_weight);
     // guidance: the decoder's masks and the last iteration's attention pulled toward the
     // spectral segments (each slot toward the segment its init came from)
     let guide_alpha = g.mse(alpha, guide_masks);
@@ -165,7 +123,6 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
     let guide = g.add(guide_alpha, guide_att);
     let weighted_guide = g.mul(guide, guide_weight);
     let total = g.add(total, weighted_guide);
-    let similarity = g.pairwise_cosine_mean(slots, false);
 
     let vars = ModelVars {
         features,

@@ -1,11 +1,13 @@
 //! Parameter initialization for training from scratch, as PyTorch's defaults:
-//! Linear and GRU weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), LayerNorm (1, 0),
-//! slots_mu and slots_log_sigma Xavier-uniform as in the reference implementation. Decoder
-//! positions are the one departure: a 2-D sine-cosine embedding of the token grid (as MAE's
-//! fixed one), not DINOSAUR's N(0, 0.02^2). At 0.02 every position looks the same to the
+//! Linear, Conv2d and GRU weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (fan_in of a
+//! conv weight [out, in, kh, kw] is in * kh * kw), LayerNorm (1, 0), slots_mu and
+//! slots_log_sigma Xavier-uniform as in the reference implementation. The feature model's
+//! decoder positions are the one departure: a 2-D sine-cosine embedding of the token grid (as
+//! MAE's fixed one), not DINOSAUR's N(0, 0.02^2). At 0.02 every position looks the same to the
 //! decoder, so it cannot draw different masks for different places until Adam has grown
 //! the embedding ~50x (about a thousand steps at lr 4e-4); with sine-cosine it can from the
-//! first step. The embedding stays a trained parameter.
+//! first step. The embedding stays a trained parameter. (The pixel model's soft position
+//! embeddings are Linear layers of the coordinate grid, initialized as Linear.)
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -41,32 +43,41 @@ pub fn sincos_positions(n: usize, d: usize) -> Vec<f32> {
 }
 
 pub fn init_params(cfg: &ModelConfig, seed: u64) -> TensorFile {
+    let mut out = init_named(&cfg.param_shapes(), cfg.slot_dim, seed);
+    out.metadata.insert("slotforge.config".into(), serde_json::to_string(cfg).unwrap());
+    out
+}
+
+/// Initialize the named parameters `shapes` (drawn in this order) of a model with slots of
+/// `slot_dim` dims. No metadata.
+pub fn init_named(shapes: &[(String, Vec<usize>)], slot_dim: usize, seed: u64) -> TensorFile {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = TensorFile::default();
-    for (name, shape) in cfg.param_shapes() {
+    for (name, shape) in shapes {
         let len: usize = shape.iter().product();
         let uniform = |rng: &mut ChaCha8Rng, bound: f32| -> Vec<f32> { (0..len).map(|_| rng.random_range(-bound..=bound)).collect() };
         let data = if name.contains("norm") {
             if name.ends_with("weight") { vec![1.0; len] } else { vec![0.0; len] }
         } else if name.starts_with("slot_attention.slots_") {
-            let bound = (6.0 / (1.0 + cfg.slot_dim as f32)).sqrt();
+            let bound = (6.0 / (1.0 + slot_dim as f32)).sqrt();
             uniform(&mut rng, bound)
         } else if name == "decoder_pos" || name == "encoder_pos" {
-            sincos_positions(cfg.n_tokens, cfg.slot_dim)
+            // [1, (1,) N, D]
+            let d = *shape.last().unwrap();
+            sincos_positions(len / d, d)
         } else if name.contains(".gru.") {
-            uniform(&mut rng, 1.0 / (cfg.slot_dim as f32).sqrt())
+            uniform(&mut rng, 1.0 / (slot_dim as f32).sqrt())
         } else {
-            // Linear: fan_in is the weight's second dim; the bias shares its layer's bound.
-            let fan_in = cfg
-                .param_shapes()
-                .into_iter()
+            // Linear / Conv2d: fan_in is the product of the weight's dims after the first;
+            // the bias shares its layer's bound.
+            let fan_in: usize = shapes
+                .iter()
                 .find(|(n, _)| *n == name.replace(".bias", ".weight"))
-                .map(|(_, s)| s[1])
+                .map(|(_, s)| s[1..].iter().product())
                 .unwrap_or(1);
             uniform(&mut rng, 1.0 / (fan_in as f32).sqrt())
         };
-        out.insert(&name, &shape, data);
+        out.insert(name, shape, data);
     }
-    out.metadata.insert("slotforge.config".into(), serde_json::to_string(cfg).unwrap());
     out
 }

@@ -1,10 +1,15 @@
 //! Models: the feature model (DINOSAUR style, over frozen ViT tokens) and the pixel model,
 //! sharing the Slot Attention module. Parameter names and layouts are PyTorch's.
 
+pub mod any;
 pub mod feature;
 pub mod init;
+pub mod pixel;
+pub mod slot_attention;
 
+pub use any::{AnyConfig, Model};
 pub use feature::{FeatureModel, ModelVars};
+pub use pixel::{PixelConfig, PixelModel};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,27 +46,16 @@ impl ModelConfig {
             ("encoder.layers.0.bias".into(), vec![d]),
             ("encoder.layers.1.weight".into(), vec![d, d]),
             ("encoder.layers.1.bias".into(), vec![d]),
-            ("slot_attention.slots_mu".into(), vec![1, 1, d]),
-            ("slot_attention.slots_log_sigma".into(), vec![1, 1, d]),
         ];
+        // slots_mu, slots_log_sigma, [encoder_pos], the rest of the module (the order
+        // parameters have always been recorded in)
+        let mut module = slot_attention::param_shapes(d, h);
+        let rest = module.split_off(2);
+        p.extend(module);
         if self.encoder_pos {
             p.push(("encoder_pos".into(), vec![1, n, d]));
         }
-        for norm in ["norm_inputs", "norm_slots", "norm_mlp"] {
-            p.push((format!("slot_attention.{norm}.weight"), vec![d]));
-            p.push((format!("slot_attention.{norm}.bias"), vec![d]));
-        }
-        for w in ["to_q", "to_k", "to_v"] {
-            p.push((format!("slot_attention.{w}.weight"), vec![d, d]));
-        }
-        p.push(("slot_attention.gru.weight_ih".into(), vec![3 * d, d]));
-        p.push(("slot_attention.gru.weight_hh".into(), vec![3 * d, d]));
-        p.push(("slot_attention.gru.bias_ih".into(), vec![3 * d]));
-        p.push(("slot_attention.gru.bias_hh".into(), vec![3 * d]));
-        p.push(("slot_attention.mlp.layers.0.weight".into(), vec![h, d]));
-        p.push(("slot_attention.mlp.layers.0.bias".into(), vec![h]));
-        p.push(("slot_attention.mlp.layers.1.weight".into(), vec![d, h]));
-        p.push(("slot_attention.mlp.layers.1.bias".into(), vec![d]));
+        p.extend(rest);
         p.push(("decoder_pos".into(), vec![1, 1, n, d]));
         let mut din = d;
         for l in 0..=self.dec_layers {

@@ -6,24 +6,25 @@ use std::path::Path;
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
-use super::run::{checkpoint_config, checkpoint_spectral, randn, step_rng};
+use super::run::{checkpoint_spectral, randn, step_rng};
 use crate::spectral::SpectralConfig;
 use crate::backend::{open_device, Device, DeviceKind};
 use crate::checkpoint::{write_atomic, TensorFile};
 use crate::data::{npy, Dataset};
 use crate::model::init::init_params;
-use crate::model::FeatureModel;
+use crate::model::{AnyConfig, FeatureModel, Model};
 use super::config::TrainConfig;
 
-/// The model of a checkpoint, and its spectral settings if it was trained with spectral init.
-fn load_model(checkpoint: &Path, batch: usize, device: DeviceKind) -> Result<(FeatureModel, Option<(SpectralConfig, f32)>)> {
+/// Either model from its checkpoint (the kind is in its `slotforge.config`), and its spectral
+/// settings if it was trained with spectral init.
+fn load_model(checkpoint: &Path, batch: usize, device: DeviceKind) -> Result<(Model, Option<(SpectralConfig, f32)>)> {
     let params = TensorFile::load(checkpoint)?;
     let in_ckpt = || format!("checkpoint {}", checkpoint.display());
-    let cfg = checkpoint_config(&params).with_context(in_ckpt)?;
+    let cfg = AnyConfig::from_checkpoint(&params).with_context(in_ckpt)?;
     let spectral = checkpoint_spectral(&params).with_context(in_ckpt)?;
     let (dev, why) = open_device(device)?;
-    eprintln!("device: {} ({why})", dev.name());
-    let mut model = FeatureModel::new(&cfg, batch, dev)?;
+    eprintln!("device: {} ({why}); {} model", dev.name(), cfg.name());
+    let mut model = Model::new(&cfg, batch, dev)?;
     model.set_params(&params).with_context(in_ckpt)?;
     Ok((model, spectral))
 }
@@ -32,32 +33,43 @@ pub fn eval(checkpoint: &Path, data_dir: &Path, out: &Path, device: DeviceKind, 
     crate::checkpoint::check_output_dir(out)?;
     let data = Dataset::load(data_dir)?;
     ensure!(data.masks.is_some(), "{}: no masks.npy, nothing to score against", data_dir.display());
-    ensure!(data.kind_is_features(), "{}: eval needs features.npy (the feature model)", data_dir.display());
     let (mut model, spectral) = load_model(checkpoint, data.count.min(32), device)?;
-    ensure!(
-        model.cfg.n_tokens == data.tokens() && model.cfg.feat_dim == data.feat_dim,
-        "checkpoint {} expects {} tokens x {} dims, the data in {} has {} x {}",
-        checkpoint.display(), model.cfg.n_tokens, model.cfg.feat_dim, data_dir.display(), data.tokens(), data.feat_dim
-    );
+    match &model {
+        Model::Feature(m) => {
+            ensure!(data.kind_is_features(), "{}: eval needs features.npy (the feature model)", data_dir.display());
+            ensure!(
+                m.cfg.n_tokens == data.tokens() && m.cfg.feat_dim == data.feat_dim,
+                "checkpoint {} expects {} tokens x {} dims, the data in {} has {} x {}",
+                checkpoint.display(), m.cfg.n_tokens, m.cfg.feat_dim, data_dir.display(), data.tokens(), data.feat_dim
+            );
+        }
+        Model::Pixel(_) => {
+            let what = || format!("checkpoint {} vs the data in {}", checkpoint.display(), data_dir.display());
+            model.config().check_data(&data).with_context(what)?;
+        }
+    }
     // created only now: a rejected input leaves nothing behind
     crate::checkpoint::create_output_dir(out)?;
-    let k = model.cfg.num_slots;
+    let k = model.num_slots();
     // a spectral-init model starts its slots from the segments of each scene, as in training
     let (segments, noise_scale) = match &spectral {
         Some((scfg, noise)) => (Some(super::spectral_init::SegmentCache::build(&data, k, scfg)?), *noise),
         None => (None, 1.0),
     };
     let (alpha, attn) = super::eval::predict_with_attn(&mut model, &data, seed, segments.as_ref(), noise_scale);
-    let mut metrics = super::eval::score_masks(&alpha, k, &data)?;
-    metrics["attn_token_fg_ari"] = super::eval::score_masks(&attn, k, &data)?["token_fg_ari"].clone();
+    let mut metrics = if model.is_pixel() {
+        // masks at image resolution: no token grid, no ceiling
+        let mut m = super::eval::score_pixel_masks(&alpha, k, &data)?;
+        m["attn_fg_ari"] = super::eval::score_pixel_masks(&attn, k, &data)?["fg_ari"].clone();
+        m
+    } else {
+        let mut m = super::eval::score_masks(&alpha, k, &data)?;
+        m["attn_token_fg_ari"] = super::eval::score_masks(&attn, k, &data)?["token_fg_ari"].clone();
+        m
+    };
     metrics["spectral_init"] = json!(spectral.is_some());
-    let (gh, gw) = data.grid;
     let (mh, mw) = data.mask_hw;
-    let n = gh * gw;
-    let mut pred = Vec::with_capacity(data.count * mh * mw);
-    for s in 0..data.count {
-        pred.extend(crate::metrics::upsample_argmax(&alpha[s * k * n..(s + 1) * k * n], k, (gh, gw), (mh, mw)).iter().map(|&v| v as u8));
-    }
+    let pred: Vec<u8> = super::eval::pixel_labels(&alpha, k, &data).iter().map(|&v| v as u8).collect();
     npy::write_u8(&out.join("pred_masks.npy"), &pred, &[data.count, mh, mw])?;
     super::eval::draw_masks(&alpha, k, &data, 8, &out.join("masks.png"))?;
     write_atomic(&out.join("metrics.json"), serde_json::to_string_pretty(&metrics)?.as_bytes())?;
@@ -73,7 +85,10 @@ pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Pat
     let shape = if shape.len() == 4 { vec![shape[0], shape[1] * shape[2], shape[3]] } else { shape };
     let b = shape[0];
     ensure!(b >= 1, "{}: shape {shape:?} holds no scenes", features.display());
-    let (mut model, spectral) = load_model(checkpoint, b, device)?;
+    let (model, spectral) = load_model(checkpoint, b, device)?;
+    let Model::Feature(mut model) = model else {
+        anyhow::bail!("{}: a pixel-model checkpoint; `infer` runs the feature model on features (use `eval` on an image dataset)", checkpoint.display());
+    };
     let (n, f, k, d) = (model.cfg.n_tokens, model.cfg.feat_dim, model.cfg.num_slots, model.cfg.slot_dim);
     ensure!(
         shape[1] == n && shape[2] == f,

@@ -85,6 +85,15 @@ pub struct TrainConfig {
     pub collapse_checks: usize,
     /// Stop after this many minutes (0 = no limit); the last epoch is still evaluated.
     pub time_limit_minutes: f32,
+    // pixel model (image data; `num-slots`, `slot-dim`, `mlp-hidden`, `iters` are shared):
+    // CNN encoder of `enc-layers` convs, spatial-broadcast decoder of `dec-conv-layers` convs
+    // then a 3x3 conv to RGB + alpha. Kernels odd ("same" padding).
+    pub enc_channels: usize,
+    pub enc_layers: usize,
+    pub enc_kernel: usize,
+    pub dec_channels: usize,
+    pub dec_conv_layers: usize,
+    pub dec_kernel: usize,
 }
 
 impl Default for TrainConfig {
@@ -131,6 +140,12 @@ impl Default for TrainConfig {
             collapse_overlap: 0.5,
             collapse_checks: 5,
             time_limit_minutes: 0.0,
+            enc_channels: 32,
+            enc_layers: 4,
+            enc_kernel: 5,
+            dec_channels: 32,
+            dec_conv_layers: 3,
+            dec_kernel: 5,
         }
     }
 }
@@ -203,6 +218,12 @@ impl TrainConfig {
             self.collapse_overlap > 0.0 && self.collapse_overlap <= 1.0,
             "collapse-overlap must be in (0, 1]"
         );
+        for (v, name) in [(self.enc_channels, "enc-channels"), (self.enc_layers, "enc-layers"), (self.dec_channels, "dec-channels"), (self.dec_conv_layers, "dec-conv-layers")] {
+            ensure!((1..=1024).contains(&v), "{name} must be in 1..=1024 (got {v})");
+        }
+        for (v, name) in [(self.enc_kernel, "enc-kernel"), (self.dec_kernel, "dec-kernel")] {
+            ensure!(v % 2 == 1 && v <= 9, "{name} must be odd and <= 9 (\"same\" padding; got {v})");
+        }
         Ok(())
     }
 
@@ -218,6 +239,28 @@ impl TrainConfig {
             iters: self.iters,
             eps: 1e-8,
             encoder_pos: self.encoder_pos,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The pixel model this config trains on `hw` images.
+    pub fn pixel_model(&self, hw: (usize, usize)) -> crate::model::PixelConfig {
+        crate::model::PixelConfig {
+            height: hw.0,
+            width: hw.1,
+            slot_dim: self.slot_dim,
+            num_slots: self.num_slots,
+            mlp_hidden: self.mlp_hidden,
+            iters: self.iters,
+            eps: 1e-8,
+            enc_channels: self.enc_channels,
+            enc_layers: self.enc_layers,
+            enc_kernel: self.enc_kernel,
+            dec_channels: self.dec_channels,
+            dec_layers: self.dec_conv_layers,
+            dec_kernel: self.dec_kernel,
+            out_kernel: 3,
         }
     }
 }

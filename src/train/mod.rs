@@ -4,6 +4,7 @@
 pub mod config;
 pub mod eval;
 pub mod monitor;
+pub mod presets;
 pub mod run;
 pub mod spectral_init;
 pub mod commands;

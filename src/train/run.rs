@@ -16,8 +16,7 @@ use super::monitor::{mask_stats, slot_similarity};
 use crate::backend::{open_device, Device};
 use crate::checkpoint::TensorFile;
 use crate::data::Dataset;
-use crate::model::init::init_params;
-use crate::model::{FeatureModel, ModelConfig};
+use crate::model::{AnyConfig, Model, ModelConfig};
 use crate::ops::optim::{Adam, AdamConfig};
 use super::spectral_init::{self, SegmentCache};
 
@@ -29,6 +28,8 @@ pub struct Summary {
     pub seconds: f64,
     pub last: serde_json::Value,
     pub best_token_fg_ari: f64,
+    /// Best pixel-level FG-ARI of an epoch (both models).
+    pub best_fg_ari: f64,
 }
 
 /// Trainer state saved beside the checkpoint so `--resume` continues the same trajectory.
@@ -97,18 +98,19 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     crate::checkpoint::check_output_dir(&cfg.out)?;
 
     let (train_set, val_set) = load_data(&cfg)?;
-    anyhow::ensure!(train_set.kind_is_features(), "the pixel model is not wired into `train` yet; use a feature dataset");
+    let mcfg = model_config(&cfg, &train_set)?;
     let n_tokens = train_set.tokens();
-    let mcfg = cfg.model(n_tokens, train_set.feat_dim);
     let b = cfg.batch_size.min(train_set.count);
     eprintln!(
-        "data: {} training scenes, {} validation, {} tokens x {} dims; model: {} slots of {} dims, batch {b}",
-        train_set.count, val_set.count, n_tokens, train_set.feat_dim, mcfg.num_slots, mcfg.slot_dim
+        "data: {} training scenes, {} validation, {}; {} model: {} slots of {} dims, batch {b}",
+        train_set.count, val_set.count,
+        if train_set.kind_is_features() { format!("{n_tokens} tokens x {} dims", train_set.feat_dim) } else { format!("{}x{} images", train_set.image_hw.0, train_set.image_hw.1) },
+        mcfg.name(), mcfg.num_slots(), mcfg.slot_dim()
     );
-    let mut model = FeatureModel::new(&mcfg, b, device.clone())?;
-    let params: Vec<_> = model.vars.params.iter().map(|(_, v)| *v).collect();
+    let mut model = Model::new(&mcfg, b, device.clone())?;
+    let params: Vec<_> = model.params().iter().map(|(_, v)| *v).collect();
     let adam = Adam::new(
-        &mut model.ex,
+        model.ex_mut(),
         &params,
         AdamConfig { lr: cfg.learning_rate, max_grad_norm: Some(cfg.max_grad_norm), ..Default::default() },
     );
@@ -120,15 +122,15 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
         (epoch0, step, schedule.weight) = (e, s, w);
         eprintln!("resumed from {} at epoch {e}, step {s}", ckpt.display());
     } else {
-        model.set_params(&init_params(&mcfg, cfg.seed))?;
+        model.set_params(&mcfg.init_params(cfg.seed))?;
     }
     crate::checkpoint::create_output_dir(&cfg.out)?;
 
     let (spectral, val_segments) = if cfg.use_spectral {
         let t = Instant::now();
         let scfg = spectral_init::spectral_config(&cfg);
-        let train_cache = SegmentCache::build(&train_set, mcfg.num_slots, &scfg)?;
-        let val_cache = SegmentCache::build(&val_set, mcfg.num_slots, &scfg)?;
+        let train_cache = SegmentCache::build(&train_set, mcfg.num_slots(), &scfg)?;
+        let val_cache = SegmentCache::build(&val_set, mcfg.num_slots(), &scfg)?;
         eprintln!("spectral init: {} scenes decomposed in {:.1} s", train_set.count + val_set.count, t.elapsed().as_secs_f32());
         (Some(train_cache), Some(val_cache))
     } else {
@@ -140,9 +142,10 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
         let first: Vec<usize> = epoch_order(train_set.count, cfg.seed, epoch0)[..b].to_vec();
         let segs = match &spectral {
             Some(c) => first.iter().map(|&s| c.segs[s].clone()).collect(),
-            None => spectral_init::segment_scenes(&train_set, &first, mcfg.num_slots, &spectral_init::spectral_config(&cfg)),
+            None => spectral_init::segment_scenes(&train_set, &first, mcfg.num_slots(), &spectral_init::spectral_config(&cfg)),
         };
-        let diag = spectral_init::diagnose(&mut model, &train_set, &first, &segs, &cfg.out)?;
+        let feature_model = model.as_feature_mut().expect("spectral diagnostics are feature-model only (checked above)");
+        let diag = spectral_init::diagnose(feature_model, &train_set, &first, &segs, &cfg.out)?;
         eprintln!("{}", diag.summary());
         if diag.collapsed {
             let err = spectral_init::check_collapse(diag.similarity_raw, diag.similarity_centered, diag.scenes).unwrap_err();
@@ -169,7 +172,8 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     let mut collapse_streak = 0;
     let mut last = json!({});
     let mut best = 0.0f64;
-    let (k, d, n) = (mcfg.num_slots, mcfg.slot_dim, n_tokens);
+    let mut best_fg_ari = 0.0f64;
+    let (k, d, n) = (mcfg.num_slots(), mcfg.slot_dim(), n_tokens);
     let mut epochs_done = epoch0;
 
     for epoch in epoch0..cfg.epochs {
@@ -177,19 +181,19 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
         for chunk in order.chunks_exact(b) {
             let lr = learning_rate(&cfg, step, steps_per_epoch);
             let w_div = schedule.weight_at(&cfg, epoch);
-            let feats = train_set.gather_features(chunk);
             let noise_scale = if spectral.is_some() { cfg.spectral_noise } else { 1.0 };
             let noise = randn(&mut step_rng(cfg.seed, 2, step), b * k * d, noise_scale);
             let segs = spectral.as_ref().map(|c| c.gather(chunk));
-            model.set_inputs(&feats, &noise, segs.as_deref(), w_div);
+            model.feed(&train_set, chunk, &noise, segs.as_deref(), w_div);
             let w_guide = guide_weight(&cfg, step as f32 / steps_per_epoch as f32);
             if let (Some(c), true) = (&spectral, w_guide > 0.0) {
                 let (masks, attn) = c.guide_targets(chunk);
-                model.set_guide(&masks, &attn, w_guide);
+                // spectral is feature-model only (model_config rejects it for the pixel model)
+                model.as_feature_mut().expect("spectral guidance needs the feature model").set_guide(&masks, &attn, w_guide);
             }
-            adam.set_step(&mut model.ex, step as u64 + 1, lr);
-            let total = model.vars.total;
-            model.ex.train_step("train_step", total, |cx, l| adam.record(cx, l));
+            adam.set_step(model.ex_mut(), step as u64 + 1, lr);
+            let total = model.out().total;
+            model.ex_mut().train_step("train_step", total, |cx, l| adam.record(cx, l));
             step += 1;
             bar.inc(1);
 
@@ -200,12 +204,12 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
                 check_losses(&model, step)?;
             }
             if log_now {
-                let v = &model.vars;
-                let (mse, div, tot) = (model.ex.get(v.mse)[0], model.ex.get(v.diversity)[0], model.ex.get(v.total)[0]);
-                let guide = model.ex.get(v.guide)[0];
-                let sim_raw = model.ex.get(v.similarity)[0];
-                let slots = model.ex.get(v.slots);
-                let alpha = model.ex.get(v.alpha);
+                let (v, ex) = (model.out(), model.ex());
+                let (mse, div, tot) = (ex.get(v.mse)[0], ex.get(v.diversity)[0], ex.get(v.total)[0]);
+                let guide = v.guide.map_or(0.0, |g| ex.get(g)[0]);
+                let sim_raw = ex.get(v.similarity)[0];
+                let slots = ex.get(v.slots);
+                let alpha = ex.get(v.alpha);
                 let (_, sim_centered) = slot_similarity(&slots, b, k, d);
                 let (active, overlap) = mask_stats(&alpha, b, k, n, 0.02);
                 schedule.observe(&cfg, sim_raw);
@@ -213,7 +217,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
                     "type": "step", "epoch": epoch, "step": step, "recon": mse, "diversity": div, "guide": guide, "guide_weight": w_guide, "total": tot,
                     "slot_similarity": sim_raw, "slot_similarity_centered": sim_centered,
                     "active_slots": active, "mask_overlap": overlap,
-                    "lr": lr, "diversity_weight": w_div, "grad_norm": adam.last_grad_norm(&model.ex),
+                    "lr": lr, "diversity_weight": w_div, "grad_norm": adam.last_grad_norm(model.ex()),
                     "seconds": start.elapsed().as_secs_f64(),
                 });
                 writeln!(metrics, "{rec}")?;
@@ -244,11 +248,17 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
         eval["step"] = json!(step);
         eval["seconds"] = json!(start.elapsed().as_secs_f64());
         writeln!(metrics, "{eval}")?;
-        bar.println(format!(
-            "epoch {}: token_fg_ari {:.3} fg_ari {:.3} (ceiling {:.3}) ari {:.3} mbo {:.3}",
-            epoch + 1, eval["token_fg_ari"], eval["fg_ari"], eval["fg_ari_ceiling"], eval["ari"], eval["mbo"]
-        ));
+        if model.is_pixel() {
+            // masks at image resolution: no token grid, no ceiling
+            bar.println(format!("epoch {}: fg_ari {:.3} ari {:.3} mbo {:.3}", epoch + 1, eval["fg_ari"], eval["ari"], eval["mbo"]));
+        } else {
+            bar.println(format!(
+                "epoch {}: token_fg_ari {:.3} fg_ari {:.3} (ceiling {:.3}) ari {:.3} mbo {:.3}",
+                epoch + 1, eval["token_fg_ari"], eval["fg_ari"], eval["fg_ari_ceiling"], eval["ari"], eval["mbo"]
+            ));
+        }
         best = best.max(eval["token_fg_ari"].as_f64().unwrap_or(0.0));
+        best_fg_ari = best_fg_ari.max(eval["fg_ari"].as_f64().unwrap_or(0.0));
         history.push(eval.clone());
         last = eval;
         save_checkpoint(&cfg.out, &model, &adam, &TrainerState { epoch: epoch + 1, step, diversity_weight: schedule.weight, config: cfg.clone() })?;
@@ -260,19 +270,18 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
         }
     }
     bar.finish();
-    Ok(Summary { steps: step, epochs: epochs_done, seconds: start.elapsed().as_secs_f64(), last, best_token_fg_ari: best })
+    Ok(Summary { steps: step, epochs: epochs_done, seconds: start.elapsed().as_secs_f64(), last, best_token_fg_ari: best, best_fg_ari })
 }
 
 /// Stop on a negative or non-finite loss term, naming it, the step and every term's value.
-pub fn check_losses(model: &FeatureModel, step: usize) -> Result<()> {
-    let v = &model.vars;
-    let terms = [
-        ("recon", model.ex.get(v.mse)[0]),
-        ("diversity", model.ex.get(v.diversity)[0]),
-        ("guide", model.ex.get(v.guide)[0]),
-        ("total", model.ex.get(v.total)[0]),
-    ];
-    for (name, val) in terms {
+pub fn check_losses(model: &Model, step: usize) -> Result<()> {
+    let (v, ex) = (model.out(), model.ex());
+    let mut terms = vec![("recon", ex.get(v.mse)[0]), ("diversity", ex.get(v.diversity)[0])];
+    if let Some(g) = v.guide {
+        terms.push(("guide", ex.get(g)[0]));
+    }
+    terms.push(("total", ex.get(v.total)[0]));
+    for &(name, val) in &terms {
         if !val.is_finite() || val < 0.0 {
             let all: Vec<String> = terms.iter().map(|(n, x)| format!("{n}={x}")).collect();
             bail!(
@@ -285,9 +294,9 @@ pub fn check_losses(model: &FeatureModel, step: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn save_checkpoint(out: &Path, model: &FeatureModel, adam: &Adam, state: &TrainerState) -> Result<()> {
+pub fn save_checkpoint(out: &Path, model: &Model, adam: &Adam, state: &TrainerState) -> Result<()> {
     let mut opt = TensorFile::default();
-    for (name, data) in adam.state(&model.ex) {
+    for (name, data) in adam.state(model.ex()) {
         let len = data.len();
         opt.insert(&name, &[len], data);
     }
@@ -320,13 +329,19 @@ pub fn checkpoint_spectral(params: &TensorFile) -> Result<Option<(crate::spectra
     Ok(Some((cfg, num("noise")? as f32)))
 }
 
-fn load_checkpoint(path: &Path, model: &mut FeatureModel, adam: &Adam) -> Result<(usize, usize, f32)> {
+fn load_checkpoint(path: &Path, model: &mut Model, adam: &Adam) -> Result<(usize, usize, f32)> {
     let params = TensorFile::load(path)?;
+    let saved = AnyConfig::from_checkpoint(&params).with_context(|| format!("--resume {}", path.display()))?;
+    anyhow::ensure!(
+        saved.name() == model.config().name(),
+        "--resume: {} holds a {} model, but this run trains the {} model",
+        path.display(), saved.name(), model.config().name()
+    );
     model.set_params(&params).with_context(|| format!("--resume {}", path.display()))?;
     let opt_path = path.with_file_name("optimizer.safetensors");
     let opt = TensorFile::load(&opt_path).with_context(|| format!("--resume needs {} next to the checkpoint", opt_path.display()))?;
     let state: Vec<(String, Vec<f32>)> = opt.tensors.iter().map(|(n, t)| (n.clone(), t.data.clone())).collect();
-    adam.load_state(&mut model.ex, &state)?;
+    adam.load_state(model.ex_mut(), &state)?;
     let ts: TrainerState = serde_json::from_str(opt.metadata.get("slotforge.trainer").context("optimizer file lacks trainer state")?)?;
     Ok((ts.epoch, ts.step, ts.diversity_weight))
 }
@@ -351,3 +366,19 @@ fn plot_history(history: &[serde_json::Value], out: &Path) -> Result<()> {
     )
 }
 
+
+/// The model a run trains: the feature model on features, the pixel model on images.
+pub fn model_config(cfg: &TrainConfig, data: &Dataset) -> Result<AnyConfig> {
+    if data.kind_is_features() {
+        return Ok(AnyConfig::Feature(cfg.model(data.tokens(), data.feat_dim)));
+    }
+    anyhow::ensure!(
+        !cfg.use_spectral && !cfg.debug_spectral,
+        "use-spectral and debug-spectral are feature-model only (the spectral init segments token features), and this \
+         dataset has images, which train the pixel model: set use-spectral = false and guide-weight = 0 (as \
+         configs/tetrominoes.toml does)"
+    );
+    let pcfg = cfg.pixel_model(data.image_hw);
+    pcfg.validate()?;
+    Ok(AnyConfig::Pixel(pcfg))
+}
