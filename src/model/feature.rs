@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::slot_attention::{self as sa, LN_EPS};
 use super::ModelConfig;
@@ -196,24 +196,11 @@ impl FeatureModel {
 
     /// Load parameters by PyTorch name; shapes must match exactly.
     pub fn set_params(&mut self, params: &crate::checkpoint::TensorFile) -> Result<()> {
-        for (name, var) in self.vars.params.clone() {
-            let t = params.get(&name)?;
-            let want = self.ex.graph.shape(var).to_vec();
-            if t.shape != want {
-                bail!("parameter {name}: checkpoint shape {:?}, model expects {:?}", t.shape, want);
-            }
-            self.ex.set(var, &t.data);
-        }
-        Ok(())
+        super::load_params(&mut self.ex, &self.vars.params, params)
     }
 
     pub fn get_params(&self) -> crate::checkpoint::TensorFile {
-        let mut out = crate::checkpoint::TensorFile::default();
-        for (name, var) in &self.vars.params {
-            out.insert(name, &self.ex.graph.shape(*var).to_vec(), self.ex.get(*var));
-        }
-        out.metadata.insert("slotforge.config".into(), serde_json::to_string(&self.cfg).unwrap());
-        out
+        super::save_params(&self.ex, &self.vars.params, serde_json::to_string(&self.cfg).unwrap())
     }
 
     /// Feed one batch of inputs.

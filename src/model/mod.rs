@@ -13,6 +13,31 @@ pub use pixel::{PixelConfig, PixelModel};
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::TensorFile;
+use crate::exec::Executor;
+use crate::graph::Var;
+
+/// Load named parameters into an executor by PyTorch name; shapes must match exactly.
+pub fn load_params(ex: &mut Executor, named: &[(String, Var)], file: &TensorFile) -> anyhow::Result<()> {
+    for (name, var) in named {
+        let t = file.get(name)?;
+        let want = ex.graph.shape(*var).to_vec();
+        anyhow::ensure!(t.shape == want, "parameter {name}: checkpoint shape {:?}, model expects {:?}", t.shape, want);
+        ex.set(*var, &t.data);
+    }
+    Ok(())
+}
+
+/// Named parameters of an executor as a checkpoint, with `config_json` as `slotforge.config`.
+pub fn save_params(ex: &Executor, named: &[(String, Var)], config_json: String) -> TensorFile {
+    let mut out = TensorFile::default();
+    for (name, var) in named {
+        out.insert(name, &ex.graph.shape(*var).to_vec(), ex.get(*var));
+    }
+    out.metadata.insert("slotforge.config".into(), config_json);
+    out
+}
+
 /// The `slotforge.config` metadata of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

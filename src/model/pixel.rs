@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
 use super::slot_attention::{self as sa};
@@ -304,24 +304,11 @@ impl PixelModel {
 
     /// Load parameters by PyTorch name; shapes must match exactly.
     pub fn set_params(&mut self, params: &TensorFile) -> Result<()> {
-        for (name, var) in self.vars.params.clone() {
-            let t = params.get(&name)?;
-            let want = self.ex.graph.shape(var).to_vec();
-            if t.shape != want {
-                bail!("parameter {name}: checkpoint shape {:?}, model expects {:?}", t.shape, want);
-            }
-            self.ex.set(var, &t.data);
-        }
-        Ok(())
+        super::load_params(&mut self.ex, &self.vars.params, params)
     }
 
     pub fn get_params(&self) -> TensorFile {
-        let mut out = TensorFile::default();
-        for (name, var) in &self.vars.params {
-            out.insert(name, &self.ex.graph.shape(*var).to_vec(), self.ex.get(*var));
-        }
-        out.metadata.insert("slotforge.config".into(), super::AnyConfig::Pixel(self.cfg.clone()).to_json());
-        out
+        super::save_params(&self.ex, &self.vars.params, super::AnyConfig::Pixel(self.cfg.clone()).to_json())
     }
 
     /// Feed one batch: `images` [B, H, W, 3] already scaled to [-1, 1] (see [`scale_images`]).
