@@ -238,22 +238,25 @@ pub fn cases(d: &Dims) -> Vec<Case> {
         g.relu(x)
     }));
     v.push(lin("decoder.layers.1/2", prows, dec, dec, true, true, true));
-    v.push(lin("decoder.layers.3", prows, dec, f + 1, true, false, true));
-    // alpha_softmax touches only the mask channel: read it, write alpha; backward reads
-    // alpha and gy and updates that channel of gx.
+    // the last layer as the model runs it (model::feature): one alpha-logit row per pair,
+    // softmax over slots, the hidden layer mixed by alpha, then the F value rows per position
+    v.push(lin("decoder.layers.3 alpha logit", prows, dec, 1, true, false, true));
     let bkn = b * k * n;
+    // alpha_softmax reads the logits and writes alpha; backward reads alpha and gy and
+    // updates the logits' gradient
     v.push(
-        Case::new("alpha_softmax", "decoder masks", format!("dec[{b},{k},{n},{}]", f + 1), Memory, move |g, _| {
-            let x = g.input_with_grad("dec", &[b, k, n, f + 1]);
+        Case::new("alpha_softmax", "decoder masks", format!("logit[{b},{k},{n},1]"), Memory, move |g, _| {
+            let x = g.input_with_grad("logit", &[b, k, n, 1]);
             g.alpha_softmax(x)
         })
         .traffic(2 * bkn, 4 * bkn),
     );
-    v.push(Case::new("alpha_combine", "decoder mixture", format!("dec[{b},{k},{n},{}] alpha[{b},{k},{n}]", f + 1), Memory, move |g, _| {
-        let x = g.input_with_grad("dec", &[b, k, n, f + 1]);
+    v.push(Case::new("alpha_combine", "decoder mixture", format!("h[{b},{k},{n},{dec}] alpha[{b},{k},{n}]"), Memory, move |g, _| {
+        let x = g.input_with_grad("h", &[b, k, n, dec]);
         let a = g.input_with_grad("alpha", &[b, k, n]);
-        g.alpha_combine(x, a)
+        g.mix_slots(x, a)
     }));
+    v.push(lin("decoder.layers.3 values", rows, dec, f, true, false, true));
     // losses
     v.push(Case::new("mse", "reconstruction loss", format!("[{b},{n},{f}] x2"), Memory, move |g, _| {
         let x = g.input_with_grad("recon", &[b, n, f]);
