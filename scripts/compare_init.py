@@ -5,7 +5,7 @@ Runs `slotforge train` once per (arm, seed) on the same data and budget, then pr
 markdown table (mean over seeds per epoch) and writes runs/compare-init/compare_init.json.
 
     python3 scripts/compare_init.py [--config configs/quick.toml] [--seeds 0 1 2]
-                                    [--minutes 3] [--epochs 6]
+                                    [--minutes 3] [--epochs 6] [--rerun]
 Arms: random (learned mu + sigma noise), spectral (segment-mean init, no guidance),
 spectral+guide (the default run: spectral init and mask guidance).
 """
@@ -24,6 +24,7 @@ ap.add_argument("--minutes", type=float, default=3.0)
 ap.add_argument("--epochs", type=int, default=6)
 ap.add_argument("--out", default="runs/compare-init")
 ap.add_argument("--bin", default="target/release/slotforge")
+ap.add_argument("--rerun", action="store_true", help="train again even where a finished run exists")
 a = ap.parse_args()
 
 base = [l for l in open(a.config).read().splitlines()
@@ -37,11 +38,21 @@ for arm, keys in ARMS.items():
         with open(cfg, "w") as f:
             f.write("\n".join(base + keys + [f"epochs = {a.epochs}", f"seed = {seed}",
                     f"time-limit-minutes = {a.minutes}", f'out = "{run}"']) + "\n")
-        if os.path.exists(os.path.join(run, "metrics.jsonl")):
-            os.remove(os.path.join(run, "metrics.jsonl"))
-        print(f"== {arm} seed {seed}", file=sys.stderr, flush=True)
-        subprocess.run([a.bin, "train", "--config", cfg], check=True, stdout=subprocess.DEVNULL)
-        epochs = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl")) if '"type":"epoch"' in l]
+        metrics = os.path.join(run, "metrics.jsonl")
+        def epochs_done():
+            if not os.path.exists(metrics):
+                return []
+            return [json.loads(l) for l in open(metrics) if '"type":"epoch"' in l]
+        # a finished run with at least this many epochs is reused: the first E epochs of a
+        # longer run are the E-epoch run (the schedule does not depend on the total)
+        if len(epochs_done()) < a.epochs or a.rerun:
+            if os.path.exists(metrics):
+                os.remove(metrics)
+            print(f"== {arm} seed {seed}", file=sys.stderr, flush=True)
+            subprocess.run([a.bin, "train", "--config", cfg], check=True, stdout=subprocess.DEVNULL)
+        else:
+            print(f"== {arm} seed {seed}: reusing {metrics}", file=sys.stderr, flush=True)
+        epochs = epochs_done()[:a.epochs]
         results.setdefault(arm, {})[seed] = [(e["epoch"], e["step"], e["token_fg_ari"]) for e in epochs]
 
 json.dump(results, open(os.path.join(a.out, "compare_init.json"), "w"), indent=1)
