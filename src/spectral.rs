@@ -245,24 +245,29 @@ impl Spectrum {
 // ---------------------------------------------------------------------------------------------
 // small vector helpers
 
-/// Dot product with eight fixed accumulators: the summation order is fixed, so the AVX and the
-/// baseline builds of it give the same bits.
+/// sum_i term(a_i, b_i) with eight fixed accumulators: the summation order is fixed, so the
+/// AVX and the baseline builds of it give the same bits.
 #[inline(always)]
-fn dot_body(a: &[f64], b: &[f64]) -> f64 {
+fn sum8(a: &[f64], b: &[f64], term: impl Fn(f64, f64) -> f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let ca = a.chunks_exact(8);
     let cb = b.chunks_exact(8);
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for k in 0..8 {
-            acc[k] += x[k] * y[k];
+            acc[k] += term(x[k], y[k]);
         }
     }
     let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
+        s += term(*x, *y);
     }
     s
+}
+
+#[inline(always)]
+fn dot_body(a: &[f64], b: &[f64]) -> f64 {
+    sum8(a, b, |x, y| x * y)
 }
 
 #[inline(always)]
@@ -343,21 +348,7 @@ fn orthogonalize(w: &mut [f64], basis: &[f64], extra: Option<&[f64]>) {
 
 #[inline(always)]
 fn sq_dist_body(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            let t = x[k] - y[k];
-            acc[k] += t * t;
-        }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (x, y) in ra.iter().zip(rb) {
-        s += (x - y) * (x - y);
-    }
-    s
+    sum8(a, b, |x, y| (x - y) * (x - y))
 }
 
 #[cfg(target_arch = "x86_64")]

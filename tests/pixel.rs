@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::{check_op_with, Check};
+use common::{check_op_with, recon_curve, Check};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use slotforge::backend::Device;
@@ -303,29 +303,9 @@ fn write_rectangles(dir: &Path) {
     rectangles(40, (12, 10), 5).save(dir).unwrap();
 }
 
-fn recon_curve(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["type"] == "step")
-        .map(|r| {
-            for term in ["recon", "diversity", "total"] {
-                let v = r[term].as_f64().unwrap();
-                assert!(v.is_finite() && v >= 0.0, "{term} = {v}");
-            }
-            r["recon"].as_f64().unwrap()
-        })
-        .collect()
-}
 
 fn epochs(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["type"] == "epoch")
-        .collect()
+    common::metrics_of(out, "epoch")
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! loss falls and the two loss trajectories agree. Plus the guards and config checks.
 
 mod common;
+use common::recon_curve;
 
 use std::path::Path;
 
@@ -29,21 +30,6 @@ fn tiny(out: &Path) -> TrainConfig {
     }
 }
 
-fn recon_curve(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["type"] == "step")
-        .map(|r| {
-            for term in ["recon", "diversity", "total"] {
-                let v = r[term].as_f64().unwrap();
-                assert!(v.is_finite() && v >= 0.0, "{term} = {v}");
-            }
-            r["recon"].as_f64().unwrap()
-        })
-        .collect()
-}
 
 #[test]
 fn tiny_run_learns_and_backends_agree() {

@@ -181,3 +181,27 @@ pub fn check_op_with(
     println!("ERR op={name} gpu_vs_cpu_rel={gpu_worst:.3e} fd_vs_cpu_rel={fd_worst:.3e}");
     (gpu_worst, fd_worst)
 }
+
+/// The `type` = `kind` records ("step", "epoch") of a run's metrics.jsonl.
+pub fn metrics_of(out: &std::path::Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["type"] == kind)
+        .collect()
+}
+
+/// The logged reconstruction loss per step, asserting every logged term finite and >= 0.
+pub fn recon_curve(out: &std::path::Path) -> Vec<f64> {
+    metrics_of(out, "step")
+        .iter()
+        .map(|r| {
+            for term in ["recon", "diversity", "total"] {
+                let v = r[term].as_f64().unwrap();
+                assert!(v.is_finite() && v >= 0.0, "{term} = {v}");
+            }
+            r["recon"].as_f64().unwrap()
+        })
+        .collect()
+}
