@@ -343,9 +343,7 @@ fn tiny_pixel_run_learns_and_backends_agree() {
         assert!(e["fg_ari"].is_number() && e["ari"].is_number() && e["mbo"].is_number(), "{e}");
         assert!(e.get("token_fg_ari").is_none() && e.get("fg_ari_ceiling").is_none(), "{e}");
     }
-    for f in ["model.safetensors", "optimizer.safetensors", "loss.png", "fg_ari.png", "masks.png"] {
-        assert!(cpu_out.join(f).exists(), "{f} missing");
-    }
+    common::assert_run_outputs(&cpu_out);
 }
 
 #[test]

@@ -57,9 +57,7 @@ fn tiny_run_learns_and_backends_agree() {
         println!("ERR train step {i}: cpu {c:.9} gpu {g:.9} rel {rel:.2e}");
         assert!(rel < 1e-5, "step {i}: cpu recon {c} vs gpu {g}");
     }
-    for f in ["model.safetensors", "optimizer.safetensors", "loss.png", "fg_ari.png", "masks.png"] {
-        assert!(cpu_out.join(f).exists(), "{f} missing");
-    }
+    common::assert_run_outputs(&cpu_out);
 }
 
 #[test]

@@ -205,3 +205,10 @@ pub fn recon_curve(out: &std::path::Path) -> Vec<f64> {
         })
         .collect()
 }
+
+/// A finished run's directory holds the checkpoint, the optimizer state and the PNGs.
+pub fn assert_run_outputs(out: &std::path::Path) {
+    for f in ["model.safetensors", "optimizer.safetensors", "loss.png", "fg_ari.png", "masks.png"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+}
