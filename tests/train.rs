@@ -7,7 +7,7 @@ use common::recon_curve;
 use std::path::Path;
 
 use slotforge::backend::Device;
-use slotforge::train::config::TrainConfig;
+use slotforge::train::config::{final_lr_fraction, TrainConfig};
 use slotforge::train::run::train_on;
 
 fn tiny(out: &Path) -> TrainConfig {
@@ -100,5 +100,23 @@ fn every_config_file_parses_and_validates() {
         let p = e.unwrap().path();
         let c = TrainConfig::from_file(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
         c.validate().unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+        // The decay half-life is in steps and the default suits only the quick run: a
+        // config that leaves it out inherits 100, which starves a long run.
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("\ndecay-half-life ="), "{}: set decay-half-life for this run's length", p.display());
+        let train = (c.train_count as f32 * c.subset_percent / 100.0).round() as usize;
+        let end = final_lr_fraction(&c, train / c.batch_size);
+        assert!(end >= 0.01, "{}: the learning rate ends at {end:.1e} of its peak", p.display());
     }
+}
+
+#[test]
+fn final_lr_fraction_flags_a_half_life_short_for_the_run() {
+    // the clevr10 recipe: 15 steps per epoch, 100 epochs, 10 of warmup
+    let c = TrainConfig { epochs: 100, warmup_epochs: 10.0, learning_rate: 1e-4, decay_half_life: 100, ..TrainConfig::default() };
+    let starved = final_lr_fraction(&c, 15);
+    assert!(starved < 1e-3, "{starved}");
+    let fifth = final_lr_fraction(&TrainConfig { decay_half_life: 300, ..c.clone() }, 15);
+    assert!((fifth - 0.5f32.powf(1349.0 / 300.0)).abs() < 1e-4, "{fifth}");
+    assert_eq!(final_lr_fraction(&TrainConfig { decay_half_life: 0, ..c }, 15), 1.0);
 }

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::config::{guide_weight, learning_rate, DiversitySchedule, TrainConfig};
+use super::config::{final_lr_fraction, guide_weight, learning_rate, DiversitySchedule, TrainConfig};
 use super::monitor::{mask_stats, slot_similarity};
 use crate::backend::{open_device, Device};
 use crate::checkpoint::TensorFile;
@@ -158,6 +158,14 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
 
     let steps_per_epoch = train_set.count / b;
     let total_steps = steps_per_epoch * cfg.epochs;
+    let end_lr = final_lr_fraction(&cfg, steps_per_epoch);
+    if end_lr < 0.01 {
+        eprintln!(
+            "WARNING: with decay-half-life {} the learning rate falls to {end_lr:.1e} of its peak by step {total_steps}: \
+             most of the run would barely move (set decay-half-life to about a fifth of the run's steps, or 0 for none)",
+            cfg.decay_half_life
+        );
+    }
     let metrics_path = cfg.out.join("metrics.jsonl");
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)
         .with_context(|| format!("opening {}", metrics_path.display()))?;
