@@ -75,6 +75,21 @@ fn resume_continues_the_same_trajectory() {
 }
 
 #[test]
+fn a_run_stopped_mid_epoch_by_its_time_limit_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (full, part) = (dir.path().join("full"), dir.path().join("part"));
+    train_on(tiny(&full), Device::Cpu).unwrap();
+    // a limit this small stops after the first step, one batch into a 4-batch epoch
+    let stopped = train_on(TrainConfig { time_limit_minutes: 1e-9, ..tiny(&part) }, Device::Cpu).unwrap();
+    assert_eq!((stopped.steps, stopped.epochs), (1, 0));
+    assert_eq!(common::metrics_of(&part, "stop").len(), 1, "the partial epoch's evaluation is marked `stop`");
+    assert!(common::metrics_of(&part, "epoch").is_empty());
+    train_on(TrainConfig { resume: Some(part.join("model.safetensors")), ..tiny(&part) }, Device::Cpu).unwrap();
+    assert_eq!(recon_curve(&full), recon_curve(&part), "resumed run's losses differ from the uninterrupted run's");
+    assert_eq!(common::metrics_of(&part, "epoch").len(), 6);
+}
+
+#[test]
 fn bad_configs_are_rejected_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.toml");

@@ -184,9 +184,12 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     let (k, d, n) = (mcfg.num_slots(), mcfg.slot_dim(), n_tokens);
     let mut epochs_done = epoch0;
 
+    // A run stopped by its time limit mid-epoch resumes at the batch where it stopped.
+    let done_in_epoch0 = step.checked_sub(epoch0 * steps_per_epoch).filter(|&s| s < steps_per_epoch).unwrap_or(0);
     for epoch in epoch0..cfg.epochs {
         let order = epoch_order(train_set.count, cfg.seed, epoch);
-        for chunk in order.chunks_exact(b) {
+        let skip = if epoch == epoch0 { done_in_epoch0 } else { 0 };
+        for chunk in order.chunks_exact(b).skip(skip) {
             let lr = learning_rate(&cfg, step, steps_per_epoch);
             let w_div = schedule.weight_at(&cfg, epoch);
             let noise_scale = if spectral.is_some() { cfg.spectral_noise } else { 1.0 };
@@ -248,30 +251,33 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
                 break;
             }
         }
-        // validation, checkpoint, pictures
+        // validation, checkpoint, pictures; a time limit can end the epoch early
+        let finished = step == (epoch + 1) * steps_per_epoch;
         let noise_scale = if cfg.use_spectral { cfg.spectral_noise } else { 1.0 };
         let mut eval = crate::train::eval::evaluate(&mut model, &val_set, cfg.seed, val_segments.as_ref(), noise_scale, Some(&cfg.out.join("masks.png")))?;
-        eval["type"] = json!("epoch");
+        eval["type"] = json!(if finished { "epoch" } else { "stop" });
         eval["epoch"] = json!(epoch + 1);
         eval["step"] = json!(step);
         eval["seconds"] = json!(start.elapsed().as_secs_f64());
         writeln!(metrics, "{eval}")?;
+        let at = if finished { format!("epoch {}", epoch + 1) } else { format!("stopped in epoch {} at step {step}", epoch + 1) };
         if model.is_pixel() {
             // masks at image resolution: no token grid, no ceiling
-            bar.println(format!("epoch {}: fg_ari {:.3} ari {:.3} mbo {:.3}", epoch + 1, eval["fg_ari"], eval["ari"], eval["mbo"]));
+            bar.println(format!("{at}: fg_ari {:.3} ari {:.3} mbo {:.3}", eval["fg_ari"], eval["ari"], eval["mbo"]));
         } else {
             bar.println(format!(
-                "epoch {}: token_fg_ari {:.3} fg_ari {:.3} (ceiling {:.3}) ari {:.3} mbo {:.3}",
-                epoch + 1, eval["token_fg_ari"], eval["fg_ari"], eval["fg_ari_ceiling"], eval["ari"], eval["mbo"]
+                "{at}: token_fg_ari {:.3} fg_ari {:.3} (ceiling {:.3}) ari {:.3} mbo {:.3}",
+                eval["token_fg_ari"], eval["fg_ari"], eval["fg_ari_ceiling"], eval["ari"], eval["mbo"]
             ));
         }
         best = best.max(eval["token_fg_ari"].as_f64().unwrap_or(0.0));
         best_fg_ari = best_fg_ari.max(eval["fg_ari"].as_f64().unwrap_or(0.0));
         history.push(eval.clone());
         last = eval;
-        save_checkpoint(&cfg.out, &model, &adam, &TrainerState { epoch: epoch + 1, step, diversity_weight: schedule.weight, config: cfg.clone() })?;
+        let state_epoch = if finished { epoch + 1 } else { epoch };
+        save_checkpoint(&cfg.out, &model, &adam, &TrainerState { epoch: state_epoch, step, diversity_weight: schedule.weight, config: cfg.clone() })?;
         plot_history(&history, &cfg.out)?;
-        epochs_done = epoch + 1;
+        epochs_done = state_epoch;
         if cfg.time_limit_minutes > 0.0 && start.elapsed().as_secs_f32() > cfg.time_limit_minutes * 60.0 {
             bar.println(format!("time limit of {} minutes reached", cfg.time_limit_minutes));
             break;
