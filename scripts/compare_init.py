@@ -5,10 +5,16 @@ Runs `slotforge train` once per (arm, seed) on the same data and budget, then pr
 markdown table (mean over seeds per epoch) and writes runs/compare-init/compare_init.json.
 
     python3 scripts/compare_init.py [--config configs/quick.toml] [--seeds 0 1 2]
-                                    [--minutes 3] [--epochs 6] [--rerun]
+                                    [--minutes 3] [--epochs 6] [--budget-minutes M] [--rerun]
 Arms: random (learned mu + sigma noise), spectral (segment-mean init, no guidance),
 spectral+guide (the default run: spectral init and mask guidance).
+
+Runs too long for one sitting (clevr10-features: ~3 h each here) go in chunks: with
+--budget-minutes the script stops when the budget is spent, and the next call resumes each
+unfinished run from its checkpoint (`--resume` continues a run bit-exactly, even from a
+mid-epoch stop). Runs go seed by seed (every arm of seed 0 first), arms in --arms order.
 """
+import time
 import argparse, json, os, subprocess, sys
 
 ARMS = {
@@ -24,45 +30,56 @@ ap.add_argument("--minutes", type=float, default=3.0)
 ap.add_argument("--epochs", type=int, default=6)
 ap.add_argument("--out", default="runs/compare-init")
 ap.add_argument("--bin", default="target/release/slotforge")
-ap.add_argument("--rerun", action="store_true", help="train again even where a finished run exists")
+ap.add_argument("--rerun", action="store_true", help="train again from scratch even where a run exists")
+ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="which arms, in this order")
+ap.add_argument("--budget-minutes", type=float, default=0.0, help="stop after this much training in all (0 = none)")
 a = ap.parse_args()
 
 base = [l for l in open(a.config).read().splitlines()
         if not l.split("=")[0].strip() in ("use-spectral", "guide-weight", "epochs", "seed", "out", "time-limit-minutes")]
 os.makedirs(a.out, exist_ok=True)
 results = {}
-for arm, keys in ARMS.items():
-    for seed in a.seeds:
+started = time.time()
+for seed in a.seeds:
+    for arm in a.arms:
+        keys = ARMS[arm]
         run = os.path.join(a.out, f"{arm}-seed{seed}")
-        cfg = os.path.join(a.out, f"{arm}-seed{seed}.toml")
-        with open(cfg, "w") as f:
-            f.write("\n".join(base + keys + [f"epochs = {a.epochs}", f"seed = {seed}",
-                    f"time-limit-minutes = {a.minutes}", f'out = "{run}"']) + "\n")
         metrics = os.path.join(run, "metrics.jsonl")
         def epochs_done():
             if not os.path.exists(metrics):
                 return []
             return [json.loads(l) for l in open(metrics) if '"type":"epoch"' in l]
-        # a finished run with at least this many epochs is reused: the first E epochs of a
-        # longer run are the E-epoch run (the schedule does not depend on the total)
-        if len(epochs_done()) < a.epochs or a.rerun:
-            if os.path.exists(metrics):
+        left = a.minutes
+        if a.budget_minutes > 0:
+            spent = (time.time() - started) / 60
+            left = a.budget_minutes - spent if left <= 0 else min(left, a.budget_minutes - spent)
+        # a run with at least this many epochs is reused: the first E epochs of a longer
+        # run are the E-epoch run (the schedule does not depend on the total)
+        if (len(epochs_done()) < a.epochs or a.rerun) and (a.budget_minutes <= 0 or left > 0.5):
+            resume = os.path.exists(os.path.join(run, "optimizer.safetensors")) and not a.rerun
+            if not resume and os.path.exists(metrics):
                 os.remove(metrics)
-            print(f"== {arm} seed {seed}", file=sys.stderr, flush=True)
-            subprocess.run([a.bin, "train", "--config", cfg], check=True, stdout=subprocess.DEVNULL)
+            cfg = os.path.join(a.out, f"{arm}-seed{seed}.toml")
+            with open(cfg, "w") as f:
+                f.write("\n".join(base + keys + [f"epochs = {a.epochs}", f"seed = {seed}",
+                        f"time-limit-minutes = {max(left, 0)}", f'out = "{run}"']) + "\n")
+            print(f"== {arm} seed {seed}" + (f": resuming after epoch {len(epochs_done())}" if resume else ""),
+                  file=sys.stderr, flush=True)
+            cmd = [a.bin, "train", "--config", cfg] + (["--resume", os.path.join(run, "model.safetensors")] if resume else [])
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         else:
-            print(f"== {arm} seed {seed}: reusing {metrics}", file=sys.stderr, flush=True)
+            print(f"== {arm} seed {seed}: {len(epochs_done())} epochs in {metrics}", file=sys.stderr, flush=True)
         epochs = epochs_done()[:a.epochs]
         results.setdefault(arm, {})[seed] = [(e["epoch"], e["step"], e["token_fg_ari"]) for e in epochs]
 
 json.dump(results, open(os.path.join(a.out, "compare_init.json"), "w"), indent=1)
 n = max(len(v) for r in results.values() for v in r.values())
-print("| epoch | " + " | ".join(f"{arm} (mean of {len(a.seeds)} seeds)" for arm in ARMS) + " |")
-print("|---|" + "---|" * len(ARMS))
+print("| epoch | " + " | ".join(f"{arm} (mean, per seed)" for arm in a.arms) + " |")
+print("|---|" + "---|" * len(a.arms))
 for i in range(n):
     cells = []
-    for arm in ARMS:
-        vals = [v[i][2] for v in results[arm].values() if len(v) > i]
+    for arm in a.arms:
+        vals = [v[i][2] for v in results.get(arm, {}).values() if len(v) > i]
         per = "/".join(f"{x:.2f}" for x in vals)
         cells.append(f"{sum(vals) / len(vals):.3f} ({per})" if vals else "")
     print(f"| {i + 1} | " + " | ".join(cells) + " |")
