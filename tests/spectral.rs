@@ -587,3 +587,35 @@ fn solver_timing() {
         aff.0, aff.1, full.0, full.1, lanczos.0, lanczos.1, seg_full.0, seg_full.1, seg_lanczos.0, seg_lanczos.1
     );
 }
+
+#[test]
+fn guide_targets_weigh_segments_by_size() {
+    use slotforge::train::spectral_init::SegmentCache;
+    let (tokens, _) = blob_scene(31, 3, 0.3, F);
+    let seg = segment(&tokens, N, F, (H, W), K, &SpectralConfig::default());
+    let groups = seg.groups.clone();
+    let cache = SegmentCache { n: N, k: K, weights: vec![], segs: vec![Arc::new(seg)] };
+    let mut size = vec![0usize; K];
+    for &g in &groups {
+        size[g as usize] += 1;
+    }
+    assert!(size.iter().filter(|&&c| c > 0).map(|&c| c).min() < size.iter().max().copied(), "need unequal groups");
+    for balance in [0.0f32, 0.5, 1.0] {
+        let (kn, nk, scale) = cache.guide_targets(&[0], balance);
+        // the targets are the scaled one-hot masks, in both layouts
+        for (t, &g) in groups.iter().enumerate() {
+            for k in 0..K {
+                let want = if k == g as usize { scale[t] } else { 0.0 };
+                assert_eq!((kn[k * N + t], nk[t * K + k]), (want, want));
+            }
+        }
+        // token weights s^2 have mean 1 and are size^-p up to that normalization
+        let w: Vec<f64> = scale.iter().map(|&s| (s as f64).powi(2)).collect();
+        assert!((w.iter().sum::<f64>() / N as f64 - 1.0).abs() < 1e-5);
+        let total = |g: usize| -> f64 { (0..N).filter(|&t| groups[t] as usize == g).map(|t| w[t]).sum() };
+        let (small, big) = ((0..K).filter(|&g| size[g] > 0).min_by_key(|&g| size[g]).unwrap(), (0..K).max_by_key(|&g| size[g]).unwrap());
+        let ratio = total(big) / total(small);
+        let want = (size[big] as f64 / size[small] as f64).powf(1.0 - balance as f64);
+        assert!((ratio - want).abs() < 1e-4 * want, "balance {balance}: group weight ratio {ratio}, want {want}");
+    }
+}

@@ -36,6 +36,7 @@ pub struct ModelVars {
     pub guide_masks: Var,
     pub guide_attn: Var,
     pub guide_weight: Var,
+    pub guide_scale: Var,
     pub params: Vec<(String, Var)>,
     /// [B, K, D]: the slots entering Slot Attention, `mu + exp(log_sigma) * (noise + LN(S^T enc))`
     /// (diagnostics read it; with zero noise it is the spectral init as training uses it).
@@ -46,7 +47,8 @@ pub struct ModelVars {
     pub recon: Var,
     pub mse: Var,
     pub diversity: Var,
-    /// mean((alpha - T)^2) + mean((attn - T^T)^2) >= 0 against the guide targets.
+    /// mean((s * (alpha - T))^2) + mean((s * (attn - T^T))^2) >= 0 against the guide
+    /// targets T, with per-token scale s (1 unless `guide-balance` > 0).
     pub guide: Var,
     pub total: Var,
     pub similarity: Var,
@@ -64,6 +66,7 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
     let guide_masks = g.input("input.guide_masks", &[b, k, n]);
     let guide_attn = g.input("input.guide_attn", &[b, n, k]);
     let guide_weight = g.input("input.guide_weight", &[1]);
+    let guide_scale = g.input("input.guide_scale", &[b, 1, n]);
     let params: Vec<(String, Var)> =
         cfg.param_shapes().into_iter().map(|(name, shape)| (name.clone(), g.param(&name, &shape))).collect();
     let p: HashMap<String, Var> = params.iter().cloned().collect();
@@ -117,9 +120,13 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
     // losses: both terms >= 0 by construction
     let sa::Losses { mse, diversity, total, similarity } = sa::losses(&mut g, recon, features, slots, diversity_weight);
     // guidance: the decoder's masks and the last iteration's attention pulled toward the
-    // spectral segments (each slot toward the segment its init came from)
-    let guide_alpha = g.mse(alpha, guide_masks);
-    let guide_att = g.mse(attn, guide_attn);
+    // spectral segments (each slot toward the segment its init came from), each token
+    // weighted by guide_scale^2 (the targets come pre-scaled)
+    let scaled_alpha = g.mul(alpha, guide_scale);
+    let guide_alpha = g.mse(scaled_alpha, guide_masks);
+    let scale_nk = g.reshape(guide_scale, &[b, n, 1]);
+    let scaled_attn = g.mul(attn, scale_nk);
+    let guide_att = g.mse(scaled_attn, guide_attn);
     let guide = g.add(guide_alpha, guide_att);
     let weighted_guide = g.mul(guide, guide_weight);
     let total = g.add(total, weighted_guide);
@@ -133,6 +140,7 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
         guide_masks,
         guide_attn,
         guide_weight,
+        guide_scale,
         params,
         init_slots,
         slots,
@@ -214,11 +222,15 @@ impl FeatureModel {
         }
         self.ex.set(self.vars.diversity_weight, &[diversity_weight]);
         self.ex.set(self.vars.guide_weight, &[0.0]);
+        let scale_len = self.ex.graph.len(self.vars.guide_scale);
+        self.ex.set(self.vars.guide_scale, &vec![1.0; scale_len]);
     }
 
-    /// Turn on mask guidance for this batch (after `set_inputs`): targets [B, K, N] and
-    /// their transpose [B, N, K], and the weight.
-    pub fn set_guide(&mut self, masks: &[f32], attn: &[f32], weight: f32) {
+    /// Turn on mask guidance for this batch (after `set_inputs`): the scaled targets
+    /// [B, K, N] and their transpose [B, N, K], the per-token scale [B, 1, N] (see
+    /// `SegmentCache::guide_targets`), and the weight.
+    pub fn set_guide(&mut self, masks: &[f32], attn: &[f32], scale: &[f32], weight: f32) {
+        self.ex.set(self.vars.guide_scale, scale);
         self.ex.set(self.vars.guide_masks, masks);
         self.ex.set(self.vars.guide_attn, attn);
         self.ex.set(self.vars.guide_weight, &[weight]);

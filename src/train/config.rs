@@ -54,6 +54,9 @@ pub struct TrainConfig {
     /// of the decoder masks and the attention from the spectral segments each slot starts
     /// from. Held for `guide-hold-epochs`, then faded linearly to 0 over `guide-fade-epochs`.
     pub guide_weight: f32,
+    /// p in [0, 1]: each token's weight in the guide is its segment's size^-p (mean 1), so
+    /// small objects are not outweighed by the background (see `SegmentCache::guide_targets`).
+    pub guide_balance: f32,
     pub guide_hold_epochs: f32,
     pub guide_fade_epochs: f32,
     // optimization
@@ -116,6 +119,7 @@ impl Default for TrainConfig {
             spectral_noise: 0.1,
             spectral_affinity_power: 16.0,
             guide_weight: 1.0,
+            guide_balance: 1.0,
             guide_hold_epochs: 8.0,
             guide_fade_epochs: 0.0,
             batch_size: 16,
@@ -209,6 +213,11 @@ impl TrainConfig {
         ensure!(
             self.guide_weight == 0.0 || self.use_spectral,
             "guide-weight > 0 needs use-spectral: the guide targets are the spectral segments"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.guide_balance),
+            "guide-balance must be in [0, 1] (got {})",
+            self.guide_balance
         );
         ensure!(
             self.guide_hold_epochs >= 0.0 && self.guide_fade_epochs >= 0.0,

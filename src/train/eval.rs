@@ -132,7 +132,7 @@ pub fn evaluate(
     scores["attn_token_fg_ari"] = score_masks(&attn, k, data)?["token_fg_ari"].clone();
     if let Some(c) = segments {
         let all: Vec<usize> = (0..data.count).collect();
-        scores["spectral_token_fg_ari"] = score_masks(&c.guide_targets(&all).0, k, data)?["token_fg_ari"].clone();
+        scores["spectral_token_fg_ari"] = score_masks(&c.guide_targets(&all, 0.0).0, k, data)?["token_fg_ari"].clone();
     }
     Ok(scores)
 }

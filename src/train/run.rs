@@ -198,9 +198,9 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
             model.feed(&train_set, chunk, &noise, segs.as_deref(), w_div);
             let w_guide = guide_weight(&cfg, step as f32 / steps_per_epoch as f32);
             if let (Some(c), true) = (&spectral, w_guide > 0.0) {
-                let (masks, attn) = c.guide_targets(chunk);
+                let (masks, attn, scale) = c.guide_targets(chunk, cfg.guide_balance);
                 // spectral is feature-model only (model_config rejects it for the pixel model)
-                model.as_feature_mut().expect("spectral guidance needs the feature model").set_guide(&masks, &attn, w_guide);
+                model.as_feature_mut().expect("spectral guidance needs the feature model").set_guide(&masks, &attn, &scale, w_guide);
             }
             adam.set_step(model.ex_mut(), step as u64 + 1, lr);
             let total = model.out().total;
