@@ -178,6 +178,53 @@ fn linear_zero_sized() {
 }
 
 #[test]
+fn linear_one_output_matvec_awkward_shapes() {
+    // out = 1 runs as matrix-vector products (the alpha logit); on the GPU 8 lanes per row,
+    // 32 rows per workgroup, vec4 loads when `in` is a multiple of 4: rows not multiples of
+    // 32, `in` below, at and past the lanes, multiples of 4 or not, `in` = 1
+    let shapes: [&[usize]; 11] = [&[1], &[1, 1], &[7, 1], &[7, 13], &[67, 5], &[3, 65, 129], &[70, 130], &[33, 4], &[5, 9, 12], &[2, 9, 64], &[37, 516]];
+    for bias in [false, true] {
+        for relu in [false, true] {
+            for xshape in shapes {
+                let inp = *xshape.last().unwrap();
+                if relu && !bias && inp % 2 == 0 {
+                    continue; // relu_safe needs an odd `in` without a bias
+                }
+                linear_case(xshape, 1, bias, relu, GemmKernel::Auto, Check::default());
+            }
+        }
+    }
+    // the matvec path serves every GEMM kernel choice
+    for kernel in KERNELS {
+        linear_case(&[67, 13], 1, true, true, kernel, Check::default());
+        linear_case(&[67, 12], 1, true, true, kernel, Check::default());
+    }
+}
+
+#[test]
+fn linear_one_output_many_rows() {
+    // dw = G^T x and db sum every row: f64 on the CPU, 64 row chunks of f32 partials on the
+    // GPU. Their rounding error grows like sqrt(rows) * eps * |lane partial| (the argument of
+    // matmul_split_k): 265 * 6e-8 * 17 ~ 3e-4 at 70001 rows, 1450 * 6e-8 * 90 ~ 8e-3 at 2M,
+    // but these gradients are themselves ~ sqrt(rows) (265, 1450), so the default 1e-4
+    // relative tolerance covers it.
+    linear_case(&[70001, 13], 1, true, true, GemmKernel::Auto, Check::default());
+    linear_case(&[70001, 13], 1, false, false, GemmKernel::Auto, Check::default());
+    linear_case(&[70001, 16], 1, true, false, GemmKernel::Auto, Check::default());
+    // 2097153 rows = 65537 workgroups of 32 rows: the grid wraps past 65535 groups into y
+    linear_case(&[2097153, 1], 1, true, true, GemmKernel::Auto, Check::default());
+    linear_case(&[2097153, 4], 1, false, false, GemmKernel::Auto, Check::default());
+}
+
+#[test]
+fn linear_one_output_zero_sized() {
+    linear_case(&[0, 4], 1, true, false, GemmKernel::Auto, Check::default());
+    linear_case(&[0, 5], 1, true, true, GemmKernel::Auto, Check::default());
+    linear_case(&[5, 0], 1, true, false, GemmKernel::Auto, Check::default());
+    linear_case(&[5, 0], 1, false, false, GemmKernel::Auto, Check::default());
+}
+
+#[test]
 fn matmul_then_linear_composition() {
     // the same variable through two products: gradients accumulate
     for kernel in KERNELS {
