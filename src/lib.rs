@@ -11,6 +11,7 @@ pub mod graph;
 pub mod metrics;
 pub mod model;
 pub mod ops;
+mod simd;
 pub mod spectral;
 pub mod train;
 pub mod viz;

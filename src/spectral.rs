@@ -120,6 +120,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use crate::simd::avx2_dispatch;
+
 /// Added to every off-diagonal affinity so that no node has zero degree.
 pub const AFFINITY_FLOOR: f64 = 1e-6;
 /// Two slot directions with cosine above this count as duplicates.
@@ -267,6 +269,7 @@ fn sum8(a: &[f64], b: &[f64], term: impl Fn(f64, f64) -> f64) -> f64 {
 
 #[inline(always)]
 fn dot_body(a: &[f64], b: &[f64]) -> f64 {
+    debug_assert_eq!(a.len(), b.len());
     sum8(a, b, |x, y| x * y)
 }
 
@@ -277,41 +280,13 @@ fn axpy_body(alpha: f64, x: &[f64], y: &mut [f64]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn dot_avx2(a: &[f64], b: &[f64]) -> f64 {
-    dot_body(a, b)
+avx2_dispatch! {
+    #[inline]
+    fn dot(a: &[f64], b: &[f64]) -> f64 => dot_body
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn axpy_avx2(alpha: f64, x: &[f64], y: &mut [f64]) {
-    axpy_body(alpha, x, y)
-}
-
-#[inline]
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    debug_assert_eq!(a.len(), b.len());
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { dot_avx2(a, b) };
-        }
-    }
-    dot_body(a, b)
-}
-
-#[inline]
-fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { axpy_avx2(alpha, x, y) };
-        }
-    }
-    axpy_body(alpha, x, y)
+avx2_dispatch! {
+    #[inline]
+    fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) => axpy_body
 }
 
 fn norm(a: &[f64]) -> f64 {
@@ -351,22 +326,9 @@ fn sq_dist_body(a: &[f64], b: &[f64]) -> f64 {
     sum8(a, b, |x, y| (x - y) * (x - y))
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn sq_dist_avx2(a: &[f64], b: &[f64]) -> f64 {
-    sq_dist_body(a, b)
-}
-
-#[inline]
-fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { sq_dist_avx2(a, b) };
-        }
-    }
-    sq_dist_body(a, b)
+avx2_dispatch! {
+    #[inline]
+    fn sq_dist(a: &[f64], b: &[f64]) -> f64 => sq_dist_body
 }
 
 // ---------------------------------------------------------------------------------------------

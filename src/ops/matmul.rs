@@ -480,52 +480,19 @@ fn cpu_matvec_outer(g: &[f32], w: &[f32], rows: usize, inp: usize, dx: &mut [f32
 /// they stream memory, yet on 2 cores shared with other work the SSE2 code measured 5-15%
 /// slower. Same operations in the same order on both paths (no FMA): identical results.
 mod simd {
-    /// out[r] = dot(x[r, :], w) for the rows of x [out.len(), w.len()].
-    pub fn dot_rows(x: &[f32], w: &[f32], out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { dot_rows_avx2(x, w, out) };
-        }
-        dot_rows_body(x, w, out)
-    }
+    use crate::simd::avx2_dispatch;
 
-    /// dx[r, :] += g[r] w for the rows of dx [g.len(), w.len()].
-    pub fn outer_rows(g: &[f32], w: &[f32], dx: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { outer_rows_avx2(g, w, dx) };
-        }
-        outer_rows_body(g, w, dx)
+    avx2_dispatch! {
+        /// out[r] = dot(x[r, :], w) for the rows of x [out.len(), w.len()].
+        pub fn dot_rows(x: &[f32], w: &[f32], out: &mut [f32]) => dot_rows_body
     }
-
-    /// s[c] += sum over the rows of g [.., cols] of g[r, c] * weight[r] (1 when None), in f64.
-    pub fn colsum_rows(g: &[f32], weight: Option<&[f32]>, cols: usize, s: &mut [f64]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { colsum_rows_avx2(g, weight, cols, s) };
-        }
-        colsum_rows_body(g, weight, cols, s)
+    avx2_dispatch! {
+        /// dx[r, :] += g[r] w for the rows of dx [g.len(), w.len()].
+        pub fn outer_rows(g: &[f32], w: &[f32], dx: &mut [f32]) => outer_rows_body
     }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn dot_rows_avx2(x: &[f32], w: &[f32], out: &mut [f32]) {
-        dot_rows_body(x, w, out)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn outer_rows_avx2(g: &[f32], w: &[f32], dx: &mut [f32]) {
-        outer_rows_body(g, w, dx)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn colsum_rows_avx2(g: &[f32], weight: Option<&[f32]>, cols: usize, s: &mut [f64]) {
-        colsum_rows_body(g, weight, cols, s)
+    avx2_dispatch! {
+        /// s[c] += sum over the rows of g [.., cols] of g[r, c] * weight[r] (1 when None), in f64.
+        pub fn colsum_rows(g: &[f32], weight: Option<&[f32]>, cols: usize, s: &mut [f64]) => colsum_rows_body
     }
 
     #[inline(always)]
