@@ -117,7 +117,7 @@ fn pixel_model_matches_gpu_in_the_op_harness() {
     let cfg = tiny_model();
     let b = 2;
     let c = Check { fd: false, ..Check::default() };
-    check_op_with("pixel_model", |g| pixel::record(g, &cfg, b).total, c, model_values(&cfg, b));
+    check_op_with("pixel_model", |g| pixel::record(g, &cfg, b).out.total, c, model_values(&cfg, b));
 }
 
 #[test]
@@ -140,8 +140,8 @@ fn pixel_model_gradients_match_finite_differences() {
     let images = values("input.images", b * cfg.height * cfg.width * 3, &mut rng).unwrap();
     let noise = common::randn(&mut rng, b * cfg.num_slots * cfg.slot_dim);
     m.set_inputs(&images, &noise, 0.5);
-    m.ex.forward_backward(m.vars.total);
-    let total = m.vars.total;
+    m.ex.forward_backward(m.vars.out.total);
+    let total = m.vars.out.total;
     let all_scale = m.vars.params.iter().map(|(_, v)| m.ex.get_grad(*v).unwrap().iter().fold(0f32, |a, x| a.max(x.abs()))).fold(0f32, f32::max);
     let mut worst = (0f32, String::new());
     for (name, var) in m.vars.params.clone() {
@@ -199,11 +199,11 @@ fn pixel_model_outputs_and_gradients_agree_cpu_gpu() {
         let images = values("input.images", b * cfg.height * cfg.width * 3, &mut rng).unwrap();
         let noise = common::randn(&mut rng, b * cfg.num_slots * cfg.slot_dim);
         m.set_inputs(&images, &noise, 0.5);
-        m.ex.forward_backward(m.vars.total);
+        m.ex.forward_backward(m.vars.out.total);
         let v = m.vars.clone();
         let mut out: Vec<(String, Vec<f32>)> = [
-            ("slots", v.slots), ("attn", v.attn), ("alpha", v.alpha), ("recon", v.recon), ("decoded", v.decoded),
-            ("mse", v.mse), ("diversity", v.diversity), ("total", v.total),
+            ("slots", v.out.slots), ("attn", v.out.attn), ("alpha", v.out.alpha), ("recon", v.recon), ("decoded", v.decoded),
+            ("mse", v.out.mse), ("diversity", v.out.diversity), ("total", v.out.total),
         ]
         .iter()
         .map(|(n, var)| (n.to_string(), m.ex.get(*var)))

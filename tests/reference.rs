@@ -46,7 +46,7 @@ fn check_reference(file: &str, device: Device) {
     let mut m = FeatureModel::new(&cfg, b, device).unwrap();
     m.set_params(&refs).unwrap();
     m.set_inputs(&feats.data, &refs.get("input.noise").unwrap().data, None, w_div);
-    m.ex.forward_backward(m.vars.total);
+    m.ex.forward_backward(m.vars.out.total);
 
     let grad_scale = refs
         .tensors
@@ -64,14 +64,14 @@ fn check_reference(file: &str, device: Device) {
         worst = worst.max(e);
     };
     let v = m.vars.clone();
-    check("output.slots", m.ex.get(v.slots));
-    check("output.attn", m.ex.get(v.attn));
-    check("output.alpha", m.ex.get(v.alpha));
+    check("output.slots", m.ex.get(v.out.slots));
+    check("output.attn", m.ex.get(v.out.attn));
+    check("output.alpha", m.ex.get(v.out.alpha));
     check("output.recon", m.ex.get(v.recon));
-    check("loss.mse", m.ex.get(v.mse));
-    check("loss.diversity", m.ex.get(v.diversity));
-    check("loss.total", m.ex.get(v.total));
-    check("loss.mean_slot_similarity", m.ex.get(v.similarity));
+    check("loss.mse", m.ex.get(v.out.mse));
+    check("loss.diversity", m.ex.get(v.out.diversity));
+    check("loss.total", m.ex.get(v.out.total));
+    check("loss.mean_slot_similarity", m.ex.get(v.out.similarity));
     for (name, var) in &v.params {
         check(&format!("grad.{name}"), m.ex.get_grad(*var).unwrap());
     }
@@ -88,7 +88,7 @@ fn check_input_grad(file: &str, device: Device) {
     let mut m = FeatureModel::new_with_input_grad(&cfg, feats.shape[0], device).unwrap();
     m.set_params(&refs).unwrap();
     m.set_inputs(&feats.data, &refs.get("input.noise").unwrap().data, None, w_div);
-    m.ex.forward_backward(m.vars.total);
+    m.ex.forward_backward(m.vars.out.total);
     let got = m.ex.get_grad(m.vars.features).unwrap();
     let e = scaled_err_floor(&got, &refs.get("grad.input.features").unwrap().data, 0.0);
     println!("REF {file} backend={} grad.input.features: max_rel_err={e:.2e}", m.ex.device.name());

@@ -207,7 +207,7 @@ fn segment_timing() {
     let feats = ds.gather_features(&all);
     let noise = vec![0.0f32; b * mcfg.num_slots * mcfg.slot_dim];
     model.set_inputs(&feats, &noise, None, 1e-4);
-    let total = model.vars.total;
+    let total = model.vars.out.total;
     model.ex.forward_backward(total);
     let mut step_ms = Vec::new();
     for _ in 0..3 {

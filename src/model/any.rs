@@ -176,32 +176,8 @@ impl Model {
 
     pub fn out(&self) -> Outputs {
         match self {
-            Model::Feature(m) => {
-                let v = &m.vars;
-                Outputs {
-                    slots: v.slots,
-                    alpha: v.alpha,
-                    attn: v.attn,
-                    mse: v.mse,
-                    diversity: v.diversity,
-                    total: v.total,
-                    similarity: v.similarity,
-                    guide: Some(v.guide),
-                }
-            }
-            Model::Pixel(m) => {
-                let v = &m.vars;
-                Outputs {
-                    slots: v.slots,
-                    alpha: v.alpha,
-                    attn: v.attn,
-                    mse: v.mse,
-                    diversity: v.diversity,
-                    total: v.total,
-                    similarity: v.similarity,
-                    guide: None,
-                }
-            }
+            Model::Feature(m) => m.vars.out,
+            Model::Pixel(m) => m.vars.out,
         }
     }
 

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use anyhow::Result;
 
 use super::slot_attention::{self as sa, LN_EPS};
+use super::any::Outputs;
 use super::ModelConfig;
 use crate::backend::Device;
 use crate::exec::Executor;
@@ -41,17 +42,12 @@ pub struct ModelVars {
     /// [B, K, D]: the slots entering Slot Attention, `mu + exp(log_sigma) * (noise + LN(S^T enc))`
     /// (diagnostics read it; with zero noise it is the spectral init as training uses it).
     pub init_slots: Var,
-    pub slots: Var,
-    pub attn: Var,
-    pub alpha: Var,
+    /// [B, N, F]
     pub recon: Var,
-    pub mse: Var,
-    pub diversity: Var,
+    /// slots, masks, attention and the loss terms; `out.guide` is
     /// mean((s * (alpha - T))^2) + mean((s * (attn - T^T))^2) >= 0 against the guide
     /// targets T, with per-token scale s (1 unless `guide-balance` > 0).
-    pub guide: Var,
-    pub total: Var,
-    pub similarity: Var,
+    pub out: Outputs,
 }
 
 /// Record the feature model for batch size `b`.
@@ -143,15 +139,8 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
         guide_scale,
         params,
         init_slots,
-        slots,
-        attn,
-        alpha,
         recon,
-        mse,
-        diversity,
-        guide,
-        total,
-        similarity,
+        out: Outputs { slots, alpha, attn, mse, diversity, total, similarity, guide: Some(guide) },
     };
     (g, vars)
 }

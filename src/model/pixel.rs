@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
+use super::any::Outputs;
 use super::slot_attention::{self as sa};
 use crate::backend::Device;
 use crate::checkpoint::TensorFile;
@@ -131,19 +132,12 @@ pub struct PixelVars {
     pub taps: Var,
     pub params: Vec<(String, Var)>,
     pub init_slots: Var,
-    pub slots: Var,
-    /// [B, N, K]
-    pub attn: Var,
-    /// [B, K, N]: the masks.
-    pub alpha: Var,
     /// [B, K, N, 4]: every slot's RGB and alpha logit.
     pub decoded: Var,
     /// [B, N, 3]
     pub recon: Var,
-    pub mse: Var,
-    pub diversity: Var,
-    pub total: Var,
-    pub similarity: Var,
+    /// slots, masks [B, K, N], attention [B, N, K] and the loss terms (no guide term).
+    pub out: Outputs,
 }
 
 /// The position grid [H, W, 4]: (row, column, 1 - row, 1 - column), each in [0, 1].
@@ -271,15 +265,9 @@ pub fn record(g: &mut Graph, cfg: &PixelConfig, b: usize) -> PixelVars {
         taps,
         params,
         init_slots,
-        slots,
-        attn,
-        alpha,
         decoded,
         recon,
-        mse,
-        diversity,
-        total,
-        similarity,
+        out: Outputs { slots, alpha, attn, mse, diversity, total, similarity, guide: None },
     }
 }
 

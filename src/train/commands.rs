@@ -119,9 +119,9 @@ pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Pat
     model.ex.forward();
     let v = model.vars.clone();
     let mut t = TensorFile::default();
-    t.insert("slots", &[b, k, d], model.ex.get(v.slots));
-    t.insert("attn", &[b, n, k], model.ex.get(v.attn));
-    t.insert("alpha", &[b, k, n], model.ex.get(v.alpha));
+    t.insert("slots", &[b, k, d], model.ex.get(v.out.slots));
+    t.insert("attn", &[b, n, k], model.ex.get(v.out.attn));
+    t.insert("alpha", &[b, k, n], model.ex.get(v.out.alpha));
     t.insert("recon", &[b, n, f], model.ex.get(v.recon));
     t.save(out)?;
     eprintln!("wrote slots, attn, alpha, recon to {}", out.display());
