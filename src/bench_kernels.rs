@@ -470,38 +470,13 @@ impl Timer {
 
 /// `backend::gpu::encode` with a timestamp pair around every compute pass. Returns the passes.
 fn encode_timed(enc: &mut wgpu::CommandEncoder, bufs: &[wgpu::Buffer], cmds: &[Cmd], timer: Option<&Timer>) -> u32 {
-    let mut i = 0;
-    let mut pass_index = 0u32;
-    while i < cmds.len() {
-        match &cmds[i] {
-            Cmd::Clear { buf } => {
-                enc.clear_buffer(&bufs[buf.id], 0, None);
-                i += 1;
-            }
-            Cmd::Copy { src, dst, len } => {
-                if *len > 0 {
-                    enc.copy_buffer_to_buffer(&bufs[src.id], 0, &bufs[dst.id], 0, (*len * 4) as u64);
-                }
-                i += 1;
-            }
-            Cmd::Dispatch { .. } => {
-                let timestamp_writes = timer.filter(|t| pass_index < t.passes).map(|t| wgpu::ComputePassTimestampWrites {
-                    query_set: &t.set,
-                    beginning_of_pass_write_index: Some(2 * pass_index),
-                    end_of_pass_write_index: Some(2 * pass_index + 1),
-                });
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
-                while let Some(Cmd::Dispatch { pipeline, bind_group, groups }) = cmds.get(i) {
-                    pass.set_pipeline(pipeline);
-                    pass.set_bind_group(0, bind_group, &[]);
-                    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-                    i += 1;
-                }
-                pass_index += 1;
-            }
-        }
-    }
-    pass_index
+    crate::backend::gpu::encode_with_timestamps(enc, bufs, cmds, |pass_index| {
+        timer.filter(|t| pass_index < t.passes).map(|t| wgpu::ComputePassTimestampWrites {
+            query_set: &t.set,
+            beginning_of_pass_write_index: Some(2 * pass_index),
+            end_of_pass_write_index: Some(2 * pass_index + 1),
+        })
+    })
 }
 
 /// One submission of `cmds`: (kernel seconds = sum of the timed passes, or wall; wall seconds).

@@ -189,7 +189,19 @@ impl Gpu {
 /// Consecutive dispatches share one compute pass (wgpu orders them by usage);
 /// clears and copies sit between passes.
 pub fn encode(enc: &mut wgpu::CommandEncoder, bufs: &[wgpu::Buffer], cmds: &[Cmd]) {
+    encode_with_timestamps(enc, bufs, cmds, |_| None);
+}
+
+/// [`encode`], asking `timestamps(pass index)` for the timestamp writes of each compute pass
+/// (the kernel benchmarks time every pass). Returns the number of compute passes.
+pub fn encode_with_timestamps<'q>(
+    enc: &mut wgpu::CommandEncoder,
+    bufs: &[wgpu::Buffer],
+    cmds: &[Cmd],
+    timestamps: impl Fn(u32) -> Option<wgpu::ComputePassTimestampWrites<'q>>,
+) -> u32 {
     let mut i = 0;
+    let mut pass_index = 0u32;
     while i < cmds.len() {
         match &cmds[i] {
             Cmd::Clear { buf } => {
@@ -203,16 +215,19 @@ pub fn encode(enc: &mut wgpu::CommandEncoder, bufs: &[wgpu::Buffer], cmds: &[Cmd
                 i += 1;
             }
             Cmd::Dispatch { .. } => {
-                let mut pass = enc.begin_compute_pass(&Default::default());
+                let desc = wgpu::ComputePassDescriptor { label: None, timestamp_writes: timestamps(pass_index) };
+                let mut pass = enc.begin_compute_pass(&desc);
                 while let Some(Cmd::Dispatch { pipeline, bind_group, groups }) = cmds.get(i) {
                     pass.set_pipeline(pipeline);
                     pass.set_bind_group(0, bind_group, &[]);
                     pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
                     i += 1;
                 }
+                pass_index += 1;
             }
         }
     }
+    pass_index
 }
 
 /// What an op sees when it runs on the GPU: it records commands, it does not run them.
