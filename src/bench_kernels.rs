@@ -348,7 +348,7 @@ fn check_fits(g: &Graph, gpu: &Gpu) -> Result<()> {
     anyhow::ensure!(
         (biggest * 4) as u64 <= max,
         "a buffer of {} MiB exceeds the adapter's binding limit of {} MiB",
-        biggest * 4 >> 20,
+        (biggest * 4) >> 20,
         max >> 20
     );
     Ok(())

@@ -252,7 +252,7 @@ pub fn upsample_argmax(alpha: &[f32], k: usize, from: (usize, usize), to: (usize
 
 /// Argmax over the first axis of `[k, n]` maps (first maximum wins).
 pub fn argmax_maps(maps: &[f32], k: usize) -> Vec<u32> {
-    assert!(k > 0 && maps.len() % k == 0);
+    assert!(k > 0 && maps.len().is_multiple_of(k));
     let n = maps.len() / k;
     (0..n)
         .map(|p| {
@@ -330,7 +330,7 @@ pub fn fg_ari_ceiling(mask: &[u8], mask_hw: (usize, usize), grid: (usize, usize)
 /// Mean of [`fg_ari_ceiling`] over a batch of masks `[S, H, W]`, over images with foreground.
 pub fn fg_ari_ceiling_batch(masks: &[u8], mask_hw: (usize, usize), grid: (usize, usize)) -> f64 {
     let per = mask_hw.0 * mask_hw.1;
-    assert!(per > 0 && masks.len() % per == 0);
+    assert!(per > 0 && masks.len().is_multiple_of(per));
     let v: Vec<f64> =
         masks.par_chunks(per).filter(|m| m.iter().any(|&l| l != 0)).map(|m| fg_ari_ceiling(m, mask_hw, grid)).collect();
     if v.is_empty() {
@@ -344,7 +344,7 @@ pub fn fg_ari_ceiling_batch(masks: &[u8], mask_hw: (usize, usize), grid: (usize,
 /// `[S, H, W]` reduced to the grid (majority per patch).
 pub fn token_scores(masks: &[u8], mask_hw: (usize, usize), pred_tokens: &[u32], grid: (usize, usize)) -> Scores {
     let per = mask_hw.0 * mask_hw.1;
-    assert!(per > 0 && masks.len() % per == 0);
+    assert!(per > 0 && masks.len().is_multiple_of(per));
     let reduced: Vec<u32> = masks.par_chunks(per).flat_map_iter(|m| reduce_to_grid(m, mask_hw, grid)).collect();
     score_batch(&reduced, pred_tokens, grid.0 * grid.1)
 }

@@ -321,7 +321,7 @@ fn dataset_load_errors_are_specific() {
 
     // NaN in features surfaces through load with the index
     std::fs::remove_file(dir.join("images.npy")).unwrap();
-    let mut x = vec![0.5f32; 24];
+    let mut x = [0.5f32; 24];
     x[13] = f32::NAN;
     let h = npy::encode_header(npy::DType::F32, &[2, 4, 3]);
     let mut bytes = h.clone();

@@ -74,7 +74,7 @@ fn ari_invariant_to_label_permutation_and_renaming() {
         let perfect: Vec<u32> = t.iter().map(|&l| l * 3 + 5).collect();
         assert_eq!(ari(&t, &perfect), 1.0);
         assert_eq!(mbo(&t, &perfect), 1.0);
-        assert!(base <= 1.0 && base >= -1.0);
+        assert!((-1.0..=1.0).contains(&base));
     }
 }
 

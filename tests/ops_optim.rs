@@ -267,7 +267,7 @@ fn one_program_training_step() {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let tv = randn(&mut rng, 37);
         ex.set(target, &tv);
-        ex.set(w, &vec![0.0; 37]);
+        ex.set(w, &[0.0; 37]);
         ex.set(u, &[0.5]);
         let adam = Adam::new(&mut ex, &[w, u], AdamConfig { lr: 0.05, ..AdamConfig::default() });
         let mut seed = vec![0.0; ex.layout.seed.len];

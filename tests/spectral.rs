@@ -595,11 +595,11 @@ fn guide_targets_weigh_segments_by_size() {
     let seg = segment(&tokens, N, F, (H, W), K, &SpectralConfig::default());
     let groups = seg.groups.clone();
     let cache = SegmentCache { n: N, k: K, weights: vec![], segs: vec![Arc::new(seg)] };
-    let mut size = vec![0usize; K];
+    let mut size = [0usize; K];
     for &g in &groups {
         size[g as usize] += 1;
     }
-    assert!(size.iter().filter(|&&c| c > 0).map(|&c| c).min() < size.iter().max().copied(), "need unequal groups");
+    assert!(size.iter().filter(|&&c| c > 0).copied().min() < size.iter().max().copied(), "need unequal groups");
     for balance in [0.0f32, 0.5, 1.0] {
         let (kn, nk, scale) = cache.guide_targets(&[0], balance);
         // the targets are the scaled one-hot masks, in both layouts

@@ -243,7 +243,7 @@ impl Recorder<'_> {
     /// bindings 1.. are the storage buffers in the order given. Every binding listed
     /// must be used by the entry point (the pipeline layout is derived from the shader).
     pub fn dispatch(&mut self, shader: Shader, entry: &'static str, params: &[u32], bufs: &[Buf], groups: [u32; 3]) {
-        if groups.iter().any(|&g| g == 0) {
+        if groups.contains(&0) {
             return;
         }
         let pipeline = self.gpu.pipeline(shader, entry).unwrap_or_else(|e| panic!("{e:#}"));

@@ -32,7 +32,7 @@ pub fn load_params(ex: &mut Executor, named: &[(String, Var)], file: &TensorFile
 pub fn save_params(ex: &Executor, named: &[(String, Var)], config_json: String) -> TensorFile {
     let mut out = TensorFile::default();
     for (name, var) in named {
-        out.insert(name, &ex.graph.shape(*var).to_vec(), ex.get(*var));
+        out.insert(name, ex.graph.shape(*var), ex.get(*var));
     }
     out.metadata.insert("slotforge.config".into(), config_json);
     out
