@@ -619,3 +619,43 @@ fn guide_targets_weigh_segments_by_size() {
         assert!((ratio - want).abs() < 1e-4 * want, "balance {balance}: group weight ratio {ratio}, want {want}");
     }
 }
+
+#[test]
+fn look_alike_objects_apart_get_their_own_groups() {
+    // two rectangles with the same code far apart (one segment of the appearance affinity)
+    // and a third with its own code: the groups split the look-alike pair
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut truth = vec![0u32; N];
+    for (id, (r0, c0, h, w)) in [(1u32, (1, 1, 4, 4)), (2, (10, 11, 4, 3)), (3, (2, 10, 3, 4))] {
+        for r in r0..r0 + h {
+            for c in c0..c0 + w {
+                truth[r * W + c] = id;
+            }
+        }
+    }
+    let code = |rng: &mut ChaCha8Rng| -> Vec<f32> { (0..F).map(|_| gauss(rng)).collect() };
+    let (background, shared, third) = (code(&mut rng), code(&mut rng), code(&mut rng));
+    let mut tokens = vec![0f32; N * F];
+    for i in 0..N {
+        let c = match truth[i] {
+            0 => &background,
+            3 => &third,
+            _ => &shared,
+        };
+        for j in 0..F {
+            tokens[i * F + j] = c[j] + 0.3 * gauss(&mut rng);
+        }
+    }
+    let seg = segment(&tokens, N, F, (H, W), K, &SpectralConfig::default());
+    check_segmentation_invariants(&seg, K);
+    let (a, b) = (truth.iter().position(|&t| t == 1).unwrap(), truth.iter().position(|&t| t == 2).unwrap());
+    assert_eq!(seg.labels[a], seg.labels[b], "premise: the look-alike objects share a segment");
+    for id in 1..=3u32 {
+        let groups: std::collections::BTreeSet<u32> = (0..N).filter(|&i| truth[i] == id).map(|i| seg.groups[i]).collect();
+        assert_eq!(groups.len(), 1, "object {id} spans groups {groups:?}");
+    }
+    assert_ne!(seg.groups[a], seg.groups[b], "the look-alike objects share a group");
+    // the detached object's group records the segment it came from
+    assert_eq!(seg.group_segment[seg.groups[b] as usize], seg.labels[b]);
+    assert_eq!(seg.group_segment[seg.groups[a] as usize], seg.labels[a]);
+}

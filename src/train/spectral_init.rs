@@ -265,6 +265,9 @@ pub struct SpectralDiagnostics {
     pub ari: Option<f64>,
     pub mbo: Option<f64>,
     pub fg_ari_ceiling: Option<f64>,
+    /// Token FG-ARI of the slot groups (the segments, detached parts split off, the largest
+    /// split while slots are left): what the init and the mask guidance use.
+    pub groups_token_fg_ari: Option<f64>,
     pub per_scene: Vec<SceneDiagnostics>,
     /// Files written.
     pub files: Vec<String>,
@@ -278,7 +281,8 @@ impl SpectralDiagnostics {
         let mut s = format!(
             "spectral init diagnostics: {} scenes, {} slots of {} dims\n  \
              initial slot similarity: raw {:.3} (worst scene {:.3}), centered {:.3}, closest pair {:.3}  -> {}\n  \
-             spectral segments: {:.1} per scene; token FG-ARI {} (ARI {}), pixel FG-ARI {} (ARI {}, mBO {}; ceiling {})",
+             spectral segments: {:.1} per scene; token FG-ARI {} (ARI {}), pixel FG-ARI {} (ARI {}, mBO {}; ceiling {})\n  \
+             slot groups: token FG-ARI {}",
             self.scenes,
             self.num_slots,
             self.slot_dim,
@@ -294,6 +298,7 @@ impl SpectralDiagnostics {
             f(self.ari),
             f(self.mbo),
             f(self.fg_ari_ceiling),
+            f(self.groups_token_fg_ari),
         );
         for file in &self.files {
             s.push_str(&format!("\n  wrote {file}"));
@@ -337,7 +342,7 @@ pub fn diagnose(
     let (mh, mw) = data.mask_hw;
     let masks = data.masks_batch(scenes);
     let mut per_scene = Vec::with_capacity(b);
-    let (mut tok_t, mut tok_p, mut pix_t, mut pix_p) = (vec![], vec![], vec![], vec![]);
+    let (mut tok_t, mut tok_p, mut tok_g, mut pix_t, mut pix_p) = (vec![], vec![], vec![], vec![], vec![]);
     for (i, seg) in segs.iter().enumerate() {
         let scene_slots = &slots[i * k * d..(i + 1) * k * d];
         let (sr, sc) = crate::spectral::slot_similarity(scene_slots, k, d);
@@ -355,6 +360,7 @@ pub fn diagnose(
             }
             tok_t.extend(reduced);
             tok_p.extend_from_slice(&seg.labels);
+            tok_g.extend_from_slice(&seg.groups);
             pix_t.extend(truth);
             pix_p.extend(up);
         }
@@ -369,13 +375,14 @@ pub fn diagnose(
             fg_ari: pf,
         });
     }
-    let (token, pixel, ceiling) = match &masks {
+    let (token, groups, pixel, ceiling) = match &masks {
         Some(m) => (
             Some(metrics::score_batch(&tok_t, &tok_p, n)),
+            Some(metrics::score_batch(&tok_t, &tok_g, n)),
             Some(metrics::score_batch(&pix_t, &pix_p, mh * mw)),
             Some(metrics::fg_ari_ceiling_batch(m, (mh, mw), grid)),
         ),
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
 
     // pictures
@@ -401,6 +408,7 @@ pub fn diagnose(
         ari: pixel.map(|s| s.ari),
         mbo: pixel.map(|s| s.mbo),
         fg_ari_ceiling: ceiling,
+        groups_token_fg_ari: groups.map(|s| s.fg_ari),
         per_scene,
         files: vec![],
     };
