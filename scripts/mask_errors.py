@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Where a feature model's masks go wrong: foreground token errors of the decoder's masks
 (alpha) and of the last iteration's attention, by how much of its patch the majority label
-covers, and which slot takes the wrongly assigned tokens.
+covers, which slot takes the wrongly assigned tokens, and how many objects share their slot
+with another object (merges, which the token count does not see and FG-ARI punishes most).
 
     slotforge infer --checkpoint CKPT --features DATA/features.npy --out OUT.safetensors
     python3 scripts/mask_errors.py OUT.safetensors DATA/masks.npy
@@ -48,14 +49,18 @@ def main():
     bins = [(0.0, 0.55), (0.55, 0.70), (0.70, 0.85), (0.85, 1.0), (1.0, 1.01)]
     print(f"{s} scenes, {k} slots, {side}x{side} tokens; foreground tokens wrong, by majority share of the patch")
     print("| masks | " + " | ".join(f"[{lo:.2f}, {min(hi, 1):.2f}{']' if hi > 1 else ')'}" for lo, hi in bins)
-          + " | all | wrong token went to: another object's slot / the background's / a spare slot |")
-    print("|---|" + "---|" * (len(bins) + 2))
+          + " | all | wrong token went to: another object's slot / the background's / a spare slot | objects merged |")
+    print("|---|" + "---|" * (len(bins) + 3))
     for name, slot_of in [("decoder (alpha)", lambda i: alpha[i].argmax(0)), ("attention", lambda i: attn[i].argmax(1))]:
         wrong, shares, went = [], [], {"object": 0, "background": 0, "spare": 0}
+        merged, objects = 0, 0
         for i in range(s):
             slot, t = slot_of(i), token[i]
             owner = {o: np.bincount(slot[t == o], minlength=k).argmax() for o in np.unique(t)}
             owned = {v: o for o, v in owner.items()}
+            fg_slots = [owner[o] for o in owner if o > 0]
+            objects += len(fg_slots)
+            merged += sum(fg_slots.count(v) > 1 for v in fg_slots)
             for j in np.flatnonzero(t > 0):
                 bad = slot[j] != owner[t[j]]
                 wrong.append(bad)
@@ -70,7 +75,8 @@ def main():
             cells.append(f"{wrong[sel].mean():.3f} (n={sel.sum()})" if sel.any() else "-")
         total = max(wrong.sum(), 1)
         print(f"| {name} | " + " | ".join(cells) + f" | {wrong.mean():.3f} | "
-              + " / ".join(f"{went[w] / total:.2f}" for w in ("object", "background", "spare")) + " |")
+              + " / ".join(f"{went[w] / total:.2f}" for w in ("object", "background", "spare"))
+              + f" | {merged / max(objects, 1):.3f} ({merged} of {objects}) |")
 
 
 if __name__ == "__main__":
