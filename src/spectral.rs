@@ -1136,19 +1136,19 @@ pub const MIN_DETACHED_PART: usize = 3;
 
 /// The 8-connected components of each segment on the token grid, except each segment's
 /// largest (lowest first token on ties) and those under [`MIN_DETACHED_PART`] tokens: largest
-/// first, ties by first token. Each part lists its tokens in increasing order.
+/// first, ties by first token. Each part starts with its lowest token (the scan meets a
+/// component first there).
 fn detached_parts(labels: &[u32], grid: (usize, usize)) -> Vec<Vec<usize>> {
     let (h, w) = grid;
     let n = labels.len();
-    let mut component = vec![usize::MAX; n];
+    let mut seen = vec![false; n];
     let mut parts: Vec<Vec<usize>> = Vec::new();
     for start in 0..n {
-        if component[start] != usize::MAX {
+        if seen[start] {
             continue;
         }
-        let id = parts.len();
+        seen[start] = true;
         let mut members = vec![start];
-        component[start] = id;
         let mut next = 0;
         while next < members.len() {
             let i = members[next];
@@ -1160,16 +1160,15 @@ fn detached_parts(labels: &[u32], grid: (usize, usize)) -> Vec<Vec<usize>> {
                     continue;
                 }
                 let j = rr as usize * w + cc as usize;
-                if component[j] == usize::MAX && labels[j] == labels[i] {
-                    component[j] = id;
+                if !seen[j] && labels[j] == labels[i] {
+                    seen[j] = true;
                     members.push(j);
                 }
             }
         }
-        members.sort_unstable();
         parts.push(members);
     }
-    // drop each segment's main part (the largest; parts come in order of first token)
+    // each segment's main part: the largest (parts come in order of first token)
     let mut main: Vec<Option<usize>> = vec![None; labels.iter().max().map_or(0, |&l| l as usize + 1)];
     for (p, part) in parts.iter().enumerate() {
         let seg = labels[part[0]] as usize;
@@ -1178,10 +1177,10 @@ fn detached_parts(labels: &[u32], grid: (usize, usize)) -> Vec<Vec<usize>> {
         }
     }
     let mut detached: Vec<Vec<usize>> = parts
-        .iter()
+        .into_iter()
         .enumerate()
         .filter(|(p, part)| main[labels[part[0]] as usize] != Some(*p) && part.len() >= MIN_DETACHED_PART)
-        .map(|(_, part)| part.clone())
+        .map(|(_, part)| part)
         .collect();
     detached.sort_by(|a, b| b.len().cmp(&a.len()).then(a[0].cmp(&b[0])));
     detached
