@@ -5,6 +5,7 @@ use anyhow::{bail, ensure, Context, Result};
 
 use super::init::init_named;
 use super::pixel::scale_images;
+use super::slot_attention::SpectralVars;
 use super::{FeatureModel, ModelConfig, PixelConfig, PixelModel};
 use crate::backend::Device;
 use crate::checkpoint::TensorFile;
@@ -135,8 +136,9 @@ pub struct Outputs {
     pub diversity: Var,
     pub total: Var,
     pub similarity: Var,
-    /// The spectral mask guidance term (feature model only).
-    pub guide: Option<Var>,
+    /// The spectral mask guidance term, the distance of the masks and the attention to the
+    /// spectral slot groups (its weight is 0 with guidance off).
+    pub guide: Var,
 }
 
 /// A model bound to a device.
@@ -222,7 +224,7 @@ impl Model {
         matches!(self, Model::Pixel(_))
     }
 
-    /// The feature model, for what only it has (the spectral init).
+    /// The feature model, for what only it has.
     pub fn as_feature_mut(&mut self) -> Option<&mut FeatureModel> {
         match self {
             Model::Feature(m) => Some(m),
@@ -230,8 +232,30 @@ impl Model {
         }
     }
 
+    /// The inputs of the spectral init and the mask guidance.
+    pub fn spectral(&self) -> SpectralVars {
+        match self {
+            Model::Feature(m) => m.vars.spectral,
+            Model::Pixel(m) => m.vars.spectral,
+        }
+    }
+
+    /// [B, K, D]: the slots entering Slot Attention.
+    pub fn init_slots(&self) -> Var {
+        match self {
+            Model::Feature(m) => m.vars.init_slots,
+            Model::Pixel(m) => m.vars.init_slots,
+        }
+    }
+
+    /// Turn on mask guidance for this batch (after `feed`); see [`SpectralVars::feed_guide`].
+    pub fn set_guide(&mut self, masks: &[f32], attn: &[f32], scale: &[f32], weight: f32) {
+        let spectral = self.spectral();
+        spectral.feed_guide(self.ex_mut(), masks, attn, scale, weight);
+    }
+
     /// Feed the given scenes of `data` (exactly one batch), the init noise [B, K, D], the
-    /// spectral segment weights (feature model only) and the diversity weight.
+    /// spectral segment weights [B, N, K] (None: the random init) and the diversity weight.
     pub fn feed(&mut self, data: &Dataset, scenes: &[usize], noise: &[f32], segments: Option<&[f32]>, diversity_weight: f32) {
         match self {
             Model::Feature(m) => {
@@ -239,9 +263,8 @@ impl Model {
                 m.set_inputs(&feats, noise, segments, diversity_weight);
             }
             Model::Pixel(m) => {
-                assert!(segments.is_none(), "the pixel model has no spectral init");
                 let images = scale_images(&data.images_batch_f32(scenes));
-                m.set_inputs(&images, noise, diversity_weight);
+                m.set_inputs(&images, noise, segments, diversity_weight);
             }
         }
     }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 
-use super::slot_attention::{self as sa, LN_EPS};
+use super::slot_attention as sa;
 use super::any::Outputs;
 use super::ModelConfig;
 use crate::backend::Device;
@@ -26,18 +26,11 @@ pub struct ModelVars {
     pub features: Var,
     /// [B, K, D]: the reparameterization noise.
     pub noise: Var,
-    /// [B, N, K]: per-scene segment-mean weights (spectral init); zeros for the random init.
-    pub segments: Var,
-    /// [D] ones and [D] zeros: the (fixed) affine of the LayerNorm of the spectral init.
-    pub init_norm: (Var, Var),
     /// [1]: the diversity weight of this step (schedules change it without re-recording).
     pub diversity_weight: Var,
-    /// Spectral mask guidance (see `train::spectral_init`): one-hot slot targets as
-    /// [B, K, N] (for alpha) and [B, N, K] (for attn), and the term's weight [1] (0: off).
-    pub guide_masks: Var,
-    pub guide_attn: Var,
-    pub guide_weight: Var,
-    pub guide_scale: Var,
+    /// The spectral init's segment weights and the mask guidance's targets and weight
+    /// (zeros and off unless training uses them).
+    pub spectral: sa::SpectralVars,
     pub params: Vec<(String, Var)>,
     /// [B, K, D]: the slots entering Slot Attention, `mu + exp(log_sigma) * (noise + LN(S^T enc))`
     /// (diagnostics read it; with zero noise it is the spectral init as training uses it).
@@ -56,13 +49,8 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
     let mut g = Graph::new();
     let features = if features_grad { g.input_with_grad("input.features", &[b, n, f]) } else { g.input("input.features", &[b, n, f]) };
     let noise = g.input("input.noise", &[b, k, d]);
-    let segments = g.input("input.segments", &[b, n, k]);
-    let init_norm = (g.input("input.init_norm.weight", &[d]), g.input("input.init_norm.bias", &[d]));
     let diversity_weight = g.input("input.diversity_weight", &[1]);
-    let guide_masks = g.input("input.guide_masks", &[b, k, n]);
-    let guide_attn = g.input("input.guide_attn", &[b, n, k]);
-    let guide_weight = g.input("input.guide_weight", &[1]);
-    let guide_scale = g.input("input.guide_scale", &[b, 1, n]);
+    let spectral = sa::SpectralVars::record(&mut g, b, n, k, d);
     let params: Vec<(String, Var)> =
         cfg.param_shapes().into_iter().map(|(name, shape)| (name.clone(), g.param(&name, &shape))).collect();
     let p: HashMap<String, Var> = params.iter().cloned().collect();
@@ -76,15 +64,8 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
         None => enc,
     };
 
-    // slot init: reparameterized; the spectral init (S^T enc, the centered segment means of
-    // enc, see train::spectral_init) enters in place of the noise, normalized per slot to
-    // per-element RMS 1 like the noise (unnormalized it is small next to mu and every slot
-    // starts near mu: raw cosine 0.85 on generated CLEVR-like scenes). S = 0 gives LN(0) = 0
-    // exactly, so without spectral init this is the plain `mu + exp(log_sigma) * noise`.
-    let seg_means = g.matmul(segments, enc, true, false);
-    let seg_init = g.layer_norm(seg_means, init_norm.0, init_norm.1, LN_EPS);
-    let z = g.add(noise, seg_init);
-    let init_slots = sa::init_slots(&mut g, &p, z);
+    // slot init: reparameterized, the spectral init (if any) in place of the noise
+    let init_slots = spectral.init_slots(&mut g, &p, enc, noise);
 
     // Slot Attention
     let (slots, attn) = sa::slot_attention(&mut g, &p, enc, init_slots, cfg.iters, cfg.eps);
@@ -115,32 +96,19 @@ pub fn build(cfg: &ModelConfig, b: usize, features_grad: bool) -> (Graph, ModelV
 
     // losses: both terms >= 0 by construction
     let sa::Losses { mse, diversity, total, similarity } = sa::losses(&mut g, recon, features, slots, diversity_weight);
-    // guidance: the decoder's masks and the last iteration's attention pulled toward the
-    // spectral segments (each slot toward the segment its init came from), each token
-    // weighted by guide_scale^2 (the targets come pre-scaled)
-    let scaled_alpha = g.mul(alpha, guide_scale);
-    let guide_alpha = g.mse(scaled_alpha, guide_masks);
-    let scale_nk = g.reshape(guide_scale, &[b, n, 1]);
-    let scaled_attn = g.mul(attn, scale_nk);
-    let guide_att = g.mse(scaled_attn, guide_attn);
-    let guide = g.add(guide_alpha, guide_att);
-    let weighted_guide = g.mul(guide, guide_weight);
+    // guidance: the decoder's masks and the attention pulled toward the slot groups
+    let (guide, weighted_guide) = spectral.guide(&mut g, alpha, attn);
     let total = g.add(total, weighted_guide);
 
     let vars = ModelVars {
         features,
         noise,
-        segments,
-        init_norm,
         diversity_weight,
-        guide_masks,
-        guide_attn,
-        guide_weight,
-        guide_scale,
+        spectral,
         params,
         init_slots,
         recon,
-        out: Outputs { slots, alpha, attn, mse, diversity, total, similarity, guide: Some(guide) },
+        out: Outputs { slots, alpha, attn, mse, diversity, total, similarity, guide },
     };
     (g, vars)
 }
@@ -186,8 +154,7 @@ impl FeatureModel {
         cfg.validate()?;
         let (g, vars) = build(cfg, batch, features_grad);
         let mut ex = Executor::new(g, device)?;
-        ex.set(vars.init_norm.0, &vec![1.0; cfg.slot_dim]);
-        ex.set(vars.init_norm.1, &vec![0.0; cfg.slot_dim]);
+        vars.spectral.feed_defaults(&mut ex, None);
         Ok(FeatureModel { cfg: cfg.clone(), batch, vars, ex })
     }
 
@@ -204,24 +171,12 @@ impl FeatureModel {
     pub fn set_inputs(&mut self, features: &[f32], noise: &[f32], segments: Option<&[f32]>, diversity_weight: f32) {
         self.ex.set(self.vars.features, features);
         self.ex.set(self.vars.noise, noise);
-        let seg_len = self.ex.graph.len(self.vars.segments);
-        match segments {
-            Some(s) => self.ex.set(self.vars.segments, s),
-            None => self.ex.set(self.vars.segments, &vec![0.0; seg_len]),
-        }
         self.ex.set(self.vars.diversity_weight, &[diversity_weight]);
-        self.ex.set(self.vars.guide_weight, &[0.0]);
-        let scale_len = self.ex.graph.len(self.vars.guide_scale);
-        self.ex.set(self.vars.guide_scale, &vec![1.0; scale_len]);
+        self.vars.spectral.feed_defaults(&mut self.ex, segments);
     }
 
-    /// Turn on mask guidance for this batch (after `set_inputs`): the scaled targets
-    /// [B, K, N] and their transpose [B, N, K], the per-token scale [B, 1, N] (see
-    /// `SegmentCache::guide_targets`), and the weight.
+    /// Turn on mask guidance for this batch (after `set_inputs`); see [`sa::SpectralVars::feed_guide`].
     pub fn set_guide(&mut self, masks: &[f32], attn: &[f32], scale: &[f32], weight: f32) {
-        self.ex.set(self.vars.guide_scale, scale);
-        self.ex.set(self.vars.guide_masks, masks);
-        self.ex.set(self.vars.guide_attn, attn);
-        self.ex.set(self.vars.guide_weight, &[weight]);
+        self.vars.spectral.feed_guide(&mut self.ex, masks, attn, scale, weight);
     }
 }

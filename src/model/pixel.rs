@@ -2,14 +2,16 @@
 //!   encoder:  x = CNN(image): `enc_layers` x [conv k x k "same", ReLU], C channels
 //!             x = x + Linear(grid)              (soft position embedding)
 //!             inputs = MLP(LN(flatten(x)))        [B, N = H W, D], MLP = Linear-ReLU-Linear
-//!   slots:    slots_0 = mu + exp(log_sigma) * noise, then the Slot Attention module shared
-//!             with the feature model (`slot_attention.rs`, same `slot_attention.*` parameters)
+//!   slots:    slots_0 = mu + exp(log_sigma) * (noise + LN(S^T inputs)), then the Slot
+//!             Attention module shared with the feature model (`slot_attention.rs`, same
+//!             `slot_attention.*` parameters); S = 0 unless spectral init (segments of the
+//!             image's pixels, see `train::spectral_init`)
 //!   decoder:  spatial broadcast: per slot h = slot + Linear(grid)   [H, W, D]
 //!             `dec_layers` x [conv k x k "same", ReLU] (C channels), conv -> 4 channels
 //!             rgb = out[..3];  alpha = softmax over slots of out[3];  masks = alpha
 //!             recon = sum_k alpha_k * rgb_k
 //!   losses:   recon = MSE to the image;  diversity = mean_{i != j} max(cos, 0);
-//!             total = recon + w_div * diversity   (as the feature model)
+//!             total = recon + w_div * diversity (+ w_guide * guide)   (as the feature model)
 //!
 //! Images enter scaled to [-1, 1] (`2 * v / 255 - 1`), as in the reference implementation;
 //! the reconstruction is compared at that scale. The position grid is the reference
@@ -125,6 +127,8 @@ pub struct PixelVars {
     pub noise: Var,
     /// [1]: the diversity weight of this step.
     pub diversity_weight: Var,
+    /// The spectral init's segment weights and the mask guidance (as the feature model's).
+    pub spectral: sa::SpectralVars,
     /// [1, H, W, 4]: the position grid (constant, set at construction).
     pub grid: Var,
     /// [B K, H W, k k]: which taps of the decoder's first conv land inside the image, per
@@ -136,7 +140,7 @@ pub struct PixelVars {
     pub decoded: Var,
     /// [B, N, 3]
     pub recon: Var,
-    /// slots, masks [B, K, N], attention [B, N, K] and the loss terms (no guide term).
+    /// slots, masks [B, K, N], attention [B, N, K] and the loss terms.
     pub out: Outputs,
 }
 
@@ -215,6 +219,7 @@ pub fn record(g: &mut Graph, cfg: &PixelConfig, b: usize) -> PixelVars {
     let images = g.input("input.images", &[b, h, w, 3]);
     let noise = g.input("input.noise", &[b, k, d]);
     let diversity_weight = g.input("input.diversity_weight", &[1]);
+    let spectral = sa::SpectralVars::record(g, b, n, k, d);
     let grid = g.input("input.grid", &[1, h, w, 4]);
     let taps = g.input("input.taps", &[b * k, n, cfg.dec_kernel * cfg.dec_kernel]);
     let params: Vec<(String, Var)> =
@@ -235,8 +240,8 @@ pub fn record(g: &mut Graph, cfg: &PixelConfig, b: usize) -> PixelVars {
     let x = g.dense(x, &p, "mlp.layers.0", true);
     let inputs = g.dense(x, &p, "mlp.layers.1", false); // [B, N, D]
 
-    // Slot Attention, random init
-    let init_slots = sa::init_slots(g, &p, noise);
+    // Slot Attention: reparameterized init, the spectral init (if any) in place of the noise
+    let init_slots = spectral.init_slots(g, &p, inputs, noise);
     let (slots, attn) = sa::slot_attention(g, &p, inputs, init_slots, cfg.iters, cfg.eps);
 
     // spatial-broadcast decoder: slot + position embedding at every pixel, then the CNN
@@ -256,18 +261,21 @@ pub fn record(g: &mut Graph, cfg: &PixelConfig, b: usize) -> PixelVars {
     // losses: both terms >= 0 by construction
     let target = g.reshape(images, &[b, n, 3]);
     let sa::Losses { mse, diversity, total, similarity } = sa::losses(g, recon, target, slots, diversity_weight);
+    let (guide, weighted_guide) = spectral.guide(g, alpha, attn);
+    let total = g.add(total, weighted_guide);
 
     PixelVars {
         images,
         noise,
         diversity_weight,
+        spectral,
         grid,
         taps,
         params,
         init_slots,
         decoded,
         recon,
-        out: Outputs { slots, alpha, attn, mse, diversity, total, similarity, guide: None },
+        out: Outputs { slots, alpha, attn, mse, diversity, total, similarity, guide },
     }
 }
 
@@ -287,6 +295,7 @@ impl PixelModel {
         ex.set(vars.grid, &position_grid(cfg.height, cfg.width));
         let taps = broadcast_taps(cfg.height, cfg.width, cfg.dec_kernel);
         ex.set(vars.taps, &taps.repeat(batch * cfg.num_slots));
+        vars.spectral.feed_defaults(&mut ex, None);
         Ok(PixelModel { cfg: cfg.clone(), batch, vars, ex })
     }
 
@@ -299,11 +308,13 @@ impl PixelModel {
         super::save_params(&self.ex, &self.vars.params, super::AnyConfig::Pixel(self.cfg.clone()).to_json())
     }
 
-    /// Feed one batch: `images` [B, H, W, 3] already scaled to [-1, 1] (see [`scale_images`]).
-    pub fn set_inputs(&mut self, images: &[f32], noise: &[f32], diversity_weight: f32) {
+    /// Feed one batch: `images` [B, H, W, 3] already scaled to [-1, 1] (see [`scale_images`]),
+    /// and the spectral segment weights [B, N, K] (None: the random init).
+    pub fn set_inputs(&mut self, images: &[f32], noise: &[f32], segments: Option<&[f32]>, diversity_weight: f32) {
         self.ex.set(self.vars.images, images);
         self.ex.set(self.vars.noise, noise);
         self.ex.set(self.vars.diversity_weight, &[diversity_weight]);
+        self.vars.spectral.feed_defaults(&mut self.ex, segments);
     }
 }
 

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use crate::exec::Executor;
 use crate::graph::{Graph, Var};
 
 /// LayerNorm eps, as PyTorch's default.
@@ -113,4 +114,89 @@ pub fn losses(g: &mut Graph, recon: Var, target: Var, slots: Var, diversity_weig
     let total = g.add(mse, weighted);
     let similarity = g.pairwise_cosine_mean(slots, false);
     Losses { mse, diversity, total, similarity }
+}
+
+/// The inputs of the spectral slot init and of the mask guidance (see
+/// `train::spectral_init`), the same in both models.
+#[derive(Clone, Copy, Debug)]
+pub struct SpectralVars {
+    /// [B, N, K]: per-scene segment-mean weights S; zeros for the random init.
+    pub segments: Var,
+    /// [D] ones and [D] zeros: the (fixed) affine of the LayerNorm of the spectral init.
+    pub init_norm: (Var, Var),
+    /// One-hot slot targets, pre-scaled, as [B, K, N] (for the masks) and [B, N, K] (for the
+    /// attention); the per-token scale [B, 1, N]; the term's weight [1] (0: off).
+    pub guide_masks: Var,
+    pub guide_attn: Var,
+    pub guide_scale: Var,
+    pub guide_weight: Var,
+}
+
+impl SpectralVars {
+    /// Record the inputs for `b` scenes of `n` tokens, `k` slots of `d` dims.
+    pub fn record(g: &mut Graph, b: usize, n: usize, k: usize, d: usize) -> SpectralVars {
+        SpectralVars {
+            segments: g.input("input.segments", &[b, n, k]),
+            init_norm: (g.input("input.init_norm.weight", &[d]), g.input("input.init_norm.bias", &[d])),
+            guide_masks: g.input("input.guide_masks", &[b, k, n]),
+            guide_attn: g.input("input.guide_attn", &[b, n, k]),
+            guide_scale: g.input("input.guide_scale", &[b, 1, n]),
+            guide_weight: g.input("input.guide_weight", &[1]),
+        }
+    }
+
+    /// `mu + exp(log_sigma) * (noise + LN(S^T enc))` for the encoder output `enc` [B, N, D].
+    /// The spectral init (S^T enc, the centered segment means of enc) enters in place of the
+    /// noise, normalized per slot to per-element RMS 1 like the noise (unnormalized it is small
+    /// next to mu and every slot starts near mu: raw cosine 0.85 on generated CLEVR-like
+    /// scenes). S = 0 gives LN(0) = 0 exactly, so without spectral init this is the plain
+    /// `mu + exp(log_sigma) * noise`.
+    pub fn init_slots(&self, g: &mut Graph, p: &HashMap<String, Var>, enc: Var, noise: Var) -> Var {
+        let seg_means = g.matmul(self.segments, enc, true, false);
+        let seg_init = g.layer_norm(seg_means, self.init_norm.0, self.init_norm.1, LN_EPS);
+        let z = g.add(noise, seg_init);
+        init_slots(g, p, z)
+    }
+
+    /// The guide term `mean((s * (alpha - T))^2) + mean((s * (attn - T^T))^2) >= 0`: the
+    /// decoder's masks `alpha` [B, K, N] and the last iteration's attention `attn` [B, N, K]
+    /// pulled toward the slot groups (each slot toward the group its init came from), each
+    /// token weighted by s^2 (the targets come pre-scaled). Returns (guide, weight * guide).
+    pub fn guide(&self, g: &mut Graph, alpha: Var, attn: Var) -> (Var, Var) {
+        let (b, n) = (g.shape(attn)[0], g.shape(attn)[1]);
+        let scaled_alpha = g.mul(alpha, self.guide_scale);
+        let guide_alpha = g.mse(scaled_alpha, self.guide_masks);
+        let scale_nk = g.reshape(self.guide_scale, &[b, n, 1]);
+        let scaled_attn = g.mul(attn, scale_nk);
+        let guide_att = g.mse(scaled_attn, self.guide_attn);
+        let guide = g.add(guide_alpha, guide_att);
+        let weighted = g.mul(guide, self.guide_weight);
+        (guide, weighted)
+    }
+
+    /// Feed the defaults: the spectral init's segment weights (zeros: the random init), the
+    /// LayerNorm affine, guidance off.
+    pub fn feed_defaults(&self, ex: &mut Executor, segments: Option<&[f32]>) {
+        let seg_len = ex.graph.len(self.segments);
+        match segments {
+            Some(s) => ex.set(self.segments, s),
+            None => ex.set(self.segments, &vec![0.0; seg_len]),
+        }
+        let d = ex.graph.len(self.init_norm.0);
+        ex.set(self.init_norm.0, &vec![1.0; d]);
+        ex.set(self.init_norm.1, &vec![0.0; d]);
+        ex.set(self.guide_weight, &[0.0]);
+        let scale_len = ex.graph.len(self.guide_scale);
+        ex.set(self.guide_scale, &vec![1.0; scale_len]);
+    }
+
+    /// Turn on mask guidance for this batch (after the inputs): the scaled targets [B, K, N]
+    /// and [B, N, K], the per-token scale [B, 1, N] (see `SegmentCache::guide_targets`), and
+    /// the weight.
+    pub fn feed_guide(&self, ex: &mut Executor, masks: &[f32], attn: &[f32], scale: &[f32], weight: f32) {
+        ex.set(self.guide_scale, scale);
+        ex.set(self.guide_masks, masks);
+        ex.set(self.guide_attn, attn);
+        ex.set(self.guide_weight, &[weight]);
+    }
 }

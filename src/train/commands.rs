@@ -11,8 +11,7 @@ use crate::spectral::SpectralConfig;
 use crate::backend::{open_device, Device, DeviceKind};
 use crate::checkpoint::{write_atomic, TensorFile};
 use crate::data::{npy, Dataset};
-use crate::model::init::init_params;
-use crate::model::{AnyConfig, FeatureModel, Model};
+use crate::model::{AnyConfig, Model};
 use super::config::TrainConfig;
 
 /// Either model from its checkpoint (the kind is in its `slotforge.config`), and its spectral
@@ -153,18 +152,17 @@ pub fn score(pred: &Path, truth: &Path) -> Result<serde_json::Value> {
 pub fn debug_spectral(data: &Path, k: usize, out: &Path, seed: u64, config: Option<&Path>) -> Result<super::spectral_init::SpectralDiagnostics> {
     crate::checkpoint::check_output_dir(out)?;
     let ds = Dataset::load(data)?;
-    ensure!(ds.kind_is_features(), "{}: debug-spectral needs features.npy (the feature model)", data.display());
     let base = match config {
         Some(p) => TrainConfig::from_file(p)?,
         None => TrainConfig::default(),
     };
     let cfg = TrainConfig { num_slots: k, seed, ..base };
     cfg.validate()?;
-    let mcfg = cfg.model(ds.tokens(), ds.feat_dim);
-    mcfg.validate()?;
+    // the model the data trains: the feature model over features, the pixel model over images
+    let mcfg = super::run::model_config(&cfg, &ds)?;
     let scenes: Vec<usize> = (0..ds.count.min(cfg.batch_size)).collect();
-    let mut model = FeatureModel::new(&mcfg, scenes.len().min(8), Device::Cpu)?;
-    model.set_params(&init_params(&mcfg, seed))?;
+    let mut model = Model::new(&mcfg, scenes.len().min(8), Device::Cpu)?;
+    model.set_params(&mcfg.init_params(seed))?;
     let segs = super::spectral_init::segment_scenes(&ds, &scenes, k, &super::spectral_init::spectral_config(&cfg));
     let diag = super::spectral_init::diagnose(&mut model, &ds, &scenes, &segs, out)?;
     println!("{}", serde_json::to_string(&diag)?);

@@ -121,9 +121,13 @@ pub fn evaluate(
     if let Some(path) = png {
         draw_masks(&alpha, k, data, 4, path)?;
     }
+    let all: Vec<usize> = (0..data.count).collect();
     if model.is_pixel() {
         let mut scores = score_pixel_masks(&alpha, k, data)?;
         scores["attn_fg_ari"] = score_pixel_masks(&attn, k, data)?["fg_ari"].clone();
+        if let Some(c) = segments {
+            scores["spectral_fg_ari"] = score_pixel_masks(&c.guide_targets(&all, 0.0).0, k, data)?["fg_ari"].clone();
+        }
         return Ok(scores);
     }
     let mut scores = score_masks(&alpha, k, data)?;
@@ -131,7 +135,6 @@ pub fn evaluate(
     // spectral segments the slots start from (what mask guidance pulls toward)
     scores["attn_token_fg_ari"] = score_masks(&attn, k, data)?["token_fg_ari"].clone();
     if let Some(c) = segments {
-        let all: Vec<usize> = (0..data.count).collect();
         scores["spectral_token_fg_ari"] = score_masks(&c.guide_targets(&all, 0.0).0, k, data)?["token_fg_ari"].clone();
     }
     Ok(scores)

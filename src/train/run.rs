@@ -144,8 +144,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
             Some(c) => first.iter().map(|&s| c.segs[s].clone()).collect(),
             None => spectral_init::segment_scenes(&train_set, &first, mcfg.num_slots(), &spectral_init::spectral_config(&cfg)),
         };
-        let feature_model = model.as_feature_mut().expect("spectral diagnostics are feature-model only (checked above)");
-        let diag = spectral_init::diagnose(feature_model, &train_set, &first, &segs, &cfg.out)?;
+        let diag = spectral_init::diagnose(&mut model, &train_set, &first, &segs, &cfg.out)?;
         eprintln!("{}", diag.summary());
         if diag.collapsed {
             let err = spectral_init::check_collapse(diag.similarity_raw, diag.similarity_centered, diag.scenes).unwrap_err();
@@ -197,10 +196,11 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
             let segs = spectral.as_ref().map(|c| c.gather(chunk));
             model.feed(&train_set, chunk, &noise, segs.as_deref(), w_div);
             let w_guide = guide_weight(&cfg, step as f32 / steps_per_epoch as f32);
-            if let (Some(c), true) = (&spectral, w_guide > 0.0) {
+            // the targets also with the weight at 0: the logged guide is then still the
+            // distance to the spectral groups
+            if let Some(c) = &spectral {
                 let (masks, attn, scale) = c.guide_targets(chunk, cfg.guide_balance);
-                // spectral is feature-model only (model_config rejects it for the pixel model)
-                model.as_feature_mut().expect("spectral guidance needs the feature model").set_guide(&masks, &attn, &scale, w_guide);
+                model.set_guide(&masks, &attn, &scale, w_guide);
             }
             adam.set_step(model.ex_mut(), step as u64 + 1, lr);
             let total = model.out().total;
@@ -217,7 +217,8 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
             if log_now {
                 let (v, ex) = (model.out(), model.ex());
                 let (mse, div, tot) = (ex.get(v.mse)[0], ex.get(v.diversity)[0], ex.get(v.total)[0]);
-                let guide = v.guide.map_or(0.0, |g| ex.get(g)[0]);
+                // the distance to the spectral groups (without spectral init there are none)
+                let guide = if spectral.is_some() { ex.get(v.guide)[0] } else { 0.0 };
                 let sim_raw = ex.get(v.similarity)[0];
                 let slots = ex.get(v.slots);
                 let alpha = ex.get(v.alpha);
@@ -290,11 +291,12 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
 /// Stop on a negative or non-finite loss term, naming it, the step and every term's value.
 pub fn check_losses(model: &Model, step: usize) -> Result<()> {
     let (v, ex) = (model.out(), model.ex());
-    let mut terms = vec![("recon", ex.get(v.mse)[0]), ("diversity", ex.get(v.diversity)[0])];
-    if let Some(g) = v.guide {
-        terms.push(("guide", ex.get(g)[0]));
-    }
-    terms.push(("total", ex.get(v.total)[0]));
+    let terms = [
+        ("recon", ex.get(v.mse)[0]),
+        ("diversity", ex.get(v.diversity)[0]),
+        ("guide", ex.get(v.guide)[0]),
+        ("total", ex.get(v.total)[0]),
+    ];
     for &(name, val) in &terms {
         if !val.is_finite() || val < 0.0 {
             let all: Vec<String> = terms.iter().map(|(n, x)| format!("{n}={x}")).collect();
@@ -386,12 +388,6 @@ pub fn model_config(cfg: &TrainConfig, data: &Dataset) -> Result<AnyConfig> {
     if data.kind_is_features() {
         return Ok(AnyConfig::Feature(cfg.model(data.tokens(), data.feat_dim)));
     }
-    anyhow::ensure!(
-        !cfg.use_spectral && !cfg.debug_spectral,
-        "use-spectral and debug-spectral are feature-model only (the spectral init segments token features), and this \
-         dataset has images, which train the pixel model: set use-spectral = false and guide-weight = 0 (as \
-         configs/tetrominoes.toml does)"
-    );
     let pcfg = cfg.pixel_model(data.image_hw);
     pcfg.validate()?;
     Ok(AnyConfig::Pixel(pcfg))

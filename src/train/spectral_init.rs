@@ -55,7 +55,7 @@ use serde::Serialize;
 use super::config::TrainConfig;
 use crate::data::Dataset;
 use crate::metrics;
-use crate::model::FeatureModel;
+use crate::model::Model;
 use crate::spectral::{segment, Segmentation, SpectralConfig};
 
 /// The initial slots count as collapsed when their mean raw pairwise cosine exceeds this.
@@ -69,12 +69,16 @@ pub fn spectral_config(cfg: &TrainConfig) -> SpectralConfig {
     SpectralConfig { seed: cfg.seed, affinity_power: cfg.spectral_affinity_power, ..SpectralConfig::default() }
 }
 
-/// Segment the given scenes of a feature dataset (in parallel).
+/// Segment the given scenes (in parallel): their features, or the pixels of images
+/// ([`Dataset::spectral_tokens`]).
 pub fn segment_scenes(data: &Dataset, scenes: &[usize], num_slots: usize, cfg: &SpectralConfig) -> Vec<Arc<Segmentation>> {
-    let (n, f) = (data.tokens(), data.feat_dim);
+    let n = data.tokens();
     scenes
         .par_iter()
-        .map(|&s| Arc::new(segment(&data.features[s * n * f..(s + 1) * n * f], n, f, data.grid, num_slots, cfg)))
+        .map(|&s| {
+            let (tokens, f) = data.spectral_tokens(s);
+            Arc::new(segment(&tokens, n, f, data.grid, num_slots, cfg))
+        })
         .collect()
 }
 
@@ -180,32 +184,27 @@ pub fn segment_weights(seg: &Segmentation, k: usize) -> Vec<f32> {
     s
 }
 
-/// Initial slots `[scenes, K, D]` as training computes them (`ModelVars::init_slots`) with
-/// zero noise: `mu + S^T enc` for the given features `[scenes, N, F]` and segment matrices
+/// Initial slots `[scenes, K, D]` as training computes them (`init_slots` of the model) with
+/// zero noise: `mu + LN(S^T enc)` for the given scenes of `data` and their segment matrices
 /// `[scenes, N, K]`. Runs the model in batches of its own size (the last one padded).
-pub fn initial_slots(model: &mut FeatureModel, features: &[f32], weights: &[f32], scenes: usize) -> Vec<f32> {
-    let (b, n, f, k, d) = (model.batch, model.cfg.n_tokens, model.cfg.feat_dim, model.cfg.num_slots, model.cfg.slot_dim);
-    assert_eq!(features.len(), scenes * n * f, "features must be [scenes, N, F]");
-    assert_eq!(weights.len(), scenes * n * k, "segment weights must be [scenes, N, K]");
-    let mut out = Vec::with_capacity(scenes * k * d);
+pub fn initial_slots(model: &mut Model, data: &Dataset, scenes: &[usize], weights: &[f32]) -> Vec<f32> {
+    let (b, k, d, n) = (model.batch(), model.num_slots(), model.slot_dim(), data.tokens());
+    assert_eq!(weights.len(), scenes.len() * n * k, "segment weights must be [scenes, N, K]");
+    let mut out = Vec::with_capacity(scenes.len() * k * d);
     let noise = vec![0f32; b * k * d];
-    let mut start = 0;
-    while start < scenes {
-        let m = (scenes - start).min(b);
-        let pad = |x: &[f32], per: usize| -> Vec<f32> {
-            let mut v = x[start * per..(start + m) * per].to_vec();
-            let last = v[(m - 1) * per..m * per].to_vec();
-            for _ in m..b {
-                v.extend_from_slice(&last);
-            }
-            v
-        };
-        let feats = pad(features, n * f);
-        let segs = pad(weights, n * k);
-        model.set_inputs(&feats, &noise, Some(&segs), 0.0);
-        model.ex.forward();
-        out.extend_from_slice(&model.ex.get(model.vars.init_slots)[..m * k * d]);
-        start += m;
+    for (ci, chunk) in scenes.chunks(b).enumerate() {
+        // pad by repeating the last scene; the padding is dropped below
+        let mut padded = chunk.to_vec();
+        padded.resize(b, *chunk.last().unwrap());
+        let start = ci * b;
+        let mut segs = weights[start * n * k..(start + chunk.len()) * n * k].to_vec();
+        let last = segs[(chunk.len() - 1) * n * k..].to_vec();
+        for _ in chunk.len()..b {
+            segs.extend_from_slice(&last);
+        }
+        model.feed(data, &padded, &noise, Some(&segs), 0.0);
+        model.ex_mut().forward();
+        out.extend_from_slice(&model.ex().get(model.init_slots())[..chunk.len() * k * d]);
     }
     out
 }
@@ -312,28 +311,20 @@ impl SpectralDiagnostics {
 /// `spectral_segments.png` and `spectral_slots_pca.png` into `out`. Does not fail on a
 /// collapsed init (see [`SpectralDiagnostics::collapsed`] and [`detect_collapse`]).
 pub fn diagnose(
-    model: &mut FeatureModel,
+    model: &mut Model,
     data: &Dataset,
     scenes: &[usize],
     segs: &[Arc<Segmentation>],
     out: &Path,
 ) -> Result<SpectralDiagnostics> {
-    anyhow::ensure!(data.kind_is_features(), "spectral diagnostics need a feature dataset");
     anyhow::ensure!(!scenes.is_empty(), "spectral diagnostics need at least one scene");
     anyhow::ensure!(segs.len() == scenes.len(), "one segmentation per scene");
-    let (n, k, d) = (model.cfg.n_tokens, model.cfg.num_slots, model.cfg.slot_dim);
-    anyhow::ensure!(
-        n == data.tokens() && model.cfg.feat_dim == data.feat_dim,
-        "the model expects {n} tokens x {} dims, the data has {} x {}",
-        model.cfg.feat_dim,
-        data.tokens(),
-        data.feat_dim
-    );
+    model.config().check_data(data)?;
+    let (n, k, d) = (data.tokens(), model.num_slots(), model.slot_dim());
     std::fs::create_dir_all(out).with_context(|| format!("cannot create output directory {}", out.display()))?;
     let b = scenes.len();
-    let feats = data.gather_features(scenes);
     let weights: Vec<f32> = segs.iter().flat_map(|s| segment_weights(s, k)).collect();
-    let slots = initial_slots(model, &feats, &weights, b);
+    let slots = initial_slots(model, data, scenes, &weights);
     let (raw, centered) = crate::spectral::slot_similarity_batch(&slots, b, k, d);
     let collapsed = check_collapse(raw, centered, b).is_err();
 
