@@ -56,16 +56,7 @@ pub fn eval(checkpoint: &Path, data_dir: &Path, out: &Path, device: DeviceKind, 
         None => (None, 1.0),
     };
     let (alpha, attn) = super::eval::predict_with_attn(&mut model, &data, seed, segments.as_ref(), noise_scale);
-    let mut metrics = if model.is_pixel() {
-        // masks at image resolution: no token grid, no ceiling
-        let mut m = super::eval::score_pixel_masks(&alpha, k, &data)?;
-        m["attn_fg_ari"] = super::eval::score_pixel_masks(&attn, k, &data)?["fg_ari"].clone();
-        m
-    } else {
-        let mut m = super::eval::score_masks(&alpha, k, &data)?;
-        m["attn_token_fg_ari"] = super::eval::score_masks(&attn, k, &data)?["token_fg_ari"].clone();
-        m
-    };
+    let mut metrics = super::eval::score_all(&model, &alpha, &attn, &data, segments.as_ref())?;
     metrics["spectral_init"] = json!(spectral.is_some());
     let (mh, mw) = data.mask_hw;
     let pred: Vec<u8> = super::eval::pixel_labels(&alpha, k, &data).iter().map(|&v| v as u8).collect();

@@ -121,21 +121,21 @@ pub fn evaluate(
     if let Some(path) = png {
         draw_masks(&alpha, k, data, 4, path)?;
     }
+    score_all(model, &alpha, &attn, data, segments)
+}
+
+/// Scores of a prediction: the decoder's masks `alpha` (see [`score`]) and, beside them, the
+/// attention's segmentation `attn` (both [S, K, N]) and, with spectral init, the slot groups
+/// the slots start from (what mask guidance pulls toward): `attn_*` and `spectral_*` fields.
+pub fn score_all(model: &Model, alpha: &[f32], attn: &[f32], data: &Dataset, segments: Option<&SegmentCache>) -> Result<serde_json::Value> {
     let all: Vec<usize> = (0..data.count).collect();
-    if model.is_pixel() {
-        let mut scores = score_pixel_masks(&alpha, k, data)?;
-        scores["attn_fg_ari"] = score_pixel_masks(&attn, k, data)?["fg_ari"].clone();
-        if let Some(c) = segments {
-            scores["spectral_fg_ari"] = score_pixel_masks(&c.guide_targets(&all, 0.0).0, k, data)?["fg_ari"].clone();
-        }
-        return Ok(scores);
-    }
-    let mut scores = score_masks(&alpha, k, data)?;
-    // beside the decoder's masks: the attention's segmentation and, with spectral init, the
-    // spectral segments the slots start from (what mask guidance pulls toward)
-    scores["attn_token_fg_ari"] = score_masks(&attn, k, data)?["token_fg_ari"].clone();
-    if let Some(c) = segments {
-        scores["spectral_token_fg_ari"] = score_masks(&c.guide_targets(&all, 0.0).0, k, data)?["token_fg_ari"].clone();
+    let teacher = segments.map(|c| c.guide_targets(&all, 0.0).0);
+    // the pixel model's masks are at image resolution (FG-ARI), the feature model's on the grid
+    let key = if model.is_pixel() { "fg_ari" } else { "token_fg_ari" };
+    let mut scores = score(model, alpha, data)?;
+    scores[format!("attn_{key}")] = score(model, attn, data)?[key].clone();
+    if let Some(t) = teacher {
+        scores[format!("spectral_{key}")] = score(model, &t, data)?[key].clone();
     }
     Ok(scores)
 }

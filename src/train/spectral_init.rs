@@ -4,8 +4,10 @@
 //! # The init
 //! Each scene's tokens are segmented once on the CPU ([`crate::spectral::segment`] with
 //! [`spectral_config`]; the features are frozen, so the segments never change) and cached as a
-//! segment-mean matrix `S [N, K]`. On the device the model computes
-//! `slots_0 = mu + exp(log_sigma) * (noise + LN(S^T enc))` (`ModelVars::init_slots`; the
+//! segment-mean matrix `S [N, K]`. The tokens are the feature model's features, or for the
+//! pixel model each pixel's RGB in [-1, 1] ([`Dataset::spectral_tokens`]); `enc` below is
+//! either model's encoder output `[N, D]`. On the device the model computes
+//! `slots_0 = mu + exp(log_sigma) * (noise + LN(S^T enc))` (`SpectralVars::init_slots`; the
 //! noise is scaled by `spectral-noise`, 0.1 by default). Column `k` of `S` comes from slot group
 //! `k` of the segmentation (`Segmentation::groups`: `num_groups = min(K, N)` non-empty groups
 //! refining the segments), as in the spectral module's [`crate::spectral::slot_init`]:
