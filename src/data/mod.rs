@@ -482,20 +482,6 @@ impl Dataset {
         out
     }
 
-    /// What the spectral segmentation of scene `i` reads: tokens `[N, F]` and F. The features
-    /// for a feature dataset; for images each pixel's RGB scaled to [-1, 1], the pixel model's
-    /// input (a black background is then (-1, -1, -1), far in cosine from every colour).
-    pub fn spectral_tokens(&self, i: usize) -> (std::borrow::Cow<'_, [f32]>, usize) {
-        assert!(i < self.count, "scene index {i} out of range (count {})", self.count);
-        if self.kind_is_features() {
-            let per = self.scene_len();
-            return (std::borrow::Cow::Borrowed(&self.features[i * per..(i + 1) * per]), self.feat_dim);
-        }
-        let per = self.image_hw.0 * self.image_hw.1 * 3;
-        let rgb = self.images[i * per..(i + 1) * per].iter().map(|&v| 2.0 * (v as f32 / 255.0) - 1.0).collect();
-        (std::borrow::Cow::Owned(rgb), 3)
-    }
-
     /// Masks of the given scenes, `[B, Hm, Wm]`, if the dataset has masks.
     pub fn masks_batch(&self, indices: &[usize]) -> Option<Vec<u8>> {
         let m = self.masks.as_ref()?;

@@ -154,6 +154,7 @@ impl FeatureModel {
         cfg.validate()?;
         let (g, vars) = build(cfg, batch, features_grad);
         let mut ex = Executor::new(g, device)?;
+        vars.spectral.set_constants(&mut ex);
         vars.spectral.feed_defaults(&mut ex, None);
         Ok(FeatureModel { cfg: cfg.clone(), batch, vars, ex })
     }

@@ -295,6 +295,7 @@ impl PixelModel {
         ex.set(vars.grid, &position_grid(cfg.height, cfg.width));
         let taps = broadcast_taps(cfg.height, cfg.width, cfg.dec_kernel);
         ex.set(vars.taps, &taps.repeat(batch * cfg.num_slots));
+        vars.spectral.set_constants(&mut ex);
         vars.spectral.feed_defaults(&mut ex, None);
         Ok(PixelModel { cfg: cfg.clone(), batch, vars, ex })
     }

@@ -174,17 +174,20 @@ impl SpectralVars {
         (guide, weighted)
     }
 
-    /// Feed the defaults: the spectral init's segment weights (zeros: the random init), the
-    /// LayerNorm affine, guidance off.
+    /// Set the constant: the init LayerNorm's affine (ones, zeros). Once, after building.
+    pub fn set_constants(&self, ex: &mut Executor) {
+        let d = ex.graph.len(self.init_norm.0);
+        ex.set(self.init_norm.0, &vec![1.0; d]);
+        ex.set(self.init_norm.1, &vec![0.0; d]);
+    }
+
+    /// Feed a batch's spectral segment weights (None: zeros, the random init), guidance off.
     pub fn feed_defaults(&self, ex: &mut Executor, segments: Option<&[f32]>) {
         let seg_len = ex.graph.len(self.segments);
         match segments {
             Some(s) => ex.set(self.segments, s),
             None => ex.set(self.segments, &vec![0.0; seg_len]),
         }
-        let d = ex.graph.len(self.init_norm.0);
-        ex.set(self.init_norm.0, &vec![1.0; d]);
-        ex.set(self.init_norm.1, &vec![0.0; d]);
         ex.set(self.guide_weight, &[0.0]);
         let scale_len = ex.graph.len(self.guide_scale);
         ex.set(self.guide_scale, &vec![1.0; scale_len]);

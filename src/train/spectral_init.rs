@@ -5,7 +5,7 @@
 //! Each scene's tokens are segmented once on the CPU ([`crate::spectral::segment`] with
 //! [`spectral_config`]; the features are frozen, so the segments never change) and cached as a
 //! segment-mean matrix `S [N, K]`. The tokens are the feature model's features, or for the
-//! pixel model each pixel's RGB in [-1, 1] ([`Dataset::spectral_tokens`]); `enc` below is
+//! pixel model each pixel's RGB in [-1, 1] ([`spectral_tokens`]); `enc` below is
 //! either model's encoder output `[N, D]`. On the device the model computes
 //! `slots_0 = mu + exp(log_sigma) * (noise + LN(S^T enc))` (`SpectralVars::init_slots`; the
 //! noise is scaled by `spectral-noise`, 0.1 by default). Column `k` of `S` comes from slot group
@@ -46,6 +46,7 @@
 //! the slots' PCA. [`detect_collapse`] / [`check_collapse`] fail above a raw similarity of
 //! [`COLLAPSE_SIMILARITY`].
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -57,6 +58,7 @@ use serde::Serialize;
 use super::config::TrainConfig;
 use crate::data::Dataset;
 use crate::metrics;
+use crate::model::pixel::scale_images;
 use crate::model::Model;
 use crate::spectral::{segment, Segmentation, SpectralConfig};
 
@@ -71,14 +73,25 @@ pub fn spectral_config(cfg: &TrainConfig) -> SpectralConfig {
     SpectralConfig { seed: cfg.seed, affinity_power: cfg.spectral_affinity_power, ..SpectralConfig::default() }
 }
 
+/// What the segmentation of scene `s` reads: tokens `[N, F]` and F. The features of a feature
+/// dataset; for images each pixel's RGB in [-1, 1], the pixel model's input (a black
+/// background is then (-1, -1, -1), far in cosine from every colour).
+pub fn spectral_tokens(data: &Dataset, s: usize) -> (Cow<'_, [f32]>, usize) {
+    if data.kind_is_features() {
+        let per = data.scene_len();
+        return (Cow::Borrowed(&data.features[s * per..(s + 1) * per]), data.feat_dim);
+    }
+    (Cow::Owned(scale_images(&data.images_batch_f32(&[s]))), 3)
+}
+
 /// Segment the given scenes (in parallel): their features, or the pixels of images
-/// ([`Dataset::spectral_tokens`]).
+/// ([`spectral_tokens`]).
 pub fn segment_scenes(data: &Dataset, scenes: &[usize], num_slots: usize, cfg: &SpectralConfig) -> Vec<Arc<Segmentation>> {
     let n = data.tokens();
     scenes
         .par_iter()
         .map(|&s| {
-            let (tokens, f) = data.spectral_tokens(s);
+            let (tokens, f) = spectral_tokens(data, s);
             Arc::new(segment(&tokens, n, f, data.grid, num_slots, cfg))
         })
         .collect()
@@ -187,24 +200,19 @@ pub fn segment_weights(seg: &Segmentation, k: usize) -> Vec<f32> {
 }
 
 /// Initial slots `[scenes, K, D]` as training computes them (`init_slots` of the model) with
-/// zero noise: `mu + LN(S^T enc)` for the given scenes of `data` and their segment matrices
-/// `[scenes, N, K]`. Runs the model in batches of its own size (the last one padded).
-pub fn initial_slots(model: &mut Model, data: &Dataset, scenes: &[usize], weights: &[f32]) -> Vec<f32> {
-    let (b, k, d, n) = (model.batch(), model.num_slots(), model.slot_dim(), data.tokens());
-    assert_eq!(weights.len(), scenes.len() * n * k, "segment weights must be [scenes, N, K]");
+/// zero noise: `mu + LN(S^T enc)` for the given scenes of `data` and their segmentations.
+/// Runs the model in batches of its own size (the last one padded).
+pub fn initial_slots(model: &mut Model, data: &Dataset, scenes: &[usize], segs: &[Arc<Segmentation>]) -> Vec<f32> {
+    let (b, k, d) = (model.batch(), model.num_slots(), model.slot_dim());
+    assert_eq!(segs.len(), scenes.len(), "one segmentation per scene");
     let mut out = Vec::with_capacity(scenes.len() * k * d);
     let noise = vec![0f32; b * k * d];
-    for (ci, chunk) in scenes.chunks(b).enumerate() {
+    for (chunk, chunk_segs) in scenes.chunks(b).zip(segs.chunks(b)) {
         // pad by repeating the last scene; the padding is dropped below
-        let mut padded = chunk.to_vec();
-        padded.resize(b, *chunk.last().unwrap());
-        let start = ci * b;
-        let mut segs = weights[start * n * k..(start + chunk.len()) * n * k].to_vec();
-        let last = segs[(chunk.len() - 1) * n * k..].to_vec();
-        for _ in chunk.len()..b {
-            segs.extend_from_slice(&last);
-        }
-        model.feed(data, &padded, &noise, Some(&segs), 0.0);
+        let last = chunk.len() - 1;
+        let padded: Vec<usize> = (0..b).map(|i| chunk[i.min(last)]).collect();
+        let weights: Vec<f32> = (0..b).flat_map(|i| segment_weights(&chunk_segs[i.min(last)], k)).collect();
+        model.feed(data, &padded, &noise, Some(&weights), 0.0);
         model.ex_mut().forward();
         out.extend_from_slice(&model.ex().get(model.init_slots())[..chunk.len() * k * d]);
     }
@@ -325,8 +333,7 @@ pub fn diagnose(
     let (n, k, d) = (data.tokens(), model.num_slots(), model.slot_dim());
     std::fs::create_dir_all(out).with_context(|| format!("cannot create output directory {}", out.display()))?;
     let b = scenes.len();
-    let weights: Vec<f32> = segs.iter().flat_map(|s| segment_weights(s, k)).collect();
-    let slots = initial_slots(model, data, scenes, &weights);
+    let slots = initial_slots(model, data, scenes, segs);
     let (raw, centered) = crate::spectral::slot_similarity_batch(&slots, b, k, d);
     let collapsed = check_collapse(raw, centered, b).is_err();
 
