@@ -55,6 +55,10 @@
 //!    spatially coherent halves, a region with two kinds of features splits along them); if
 //!    2-means cannot split (all points equal), the group is cut at the median of its longer
 //!    spatial extent. The larger half keeps the id. Deterministic, and every group is non-empty.
+//! 7. **Pooling (large grids, optional).** With [`SpectralConfig::pool`] `= p > 1` steps 1-6
+//!    run on a grid of `p x p` blocks, each represented by its medoid token (the one nearest
+//!    the block mean), and every token takes its block's segment and group: the dense
+//!    affinity costs N^2, so a 64x64 image (N = 4096) is segmented at 32x32.
 //!
 //! # Slot init ([`slot_init`])
 //! The caller passes the encoder output `[N, D]` of the same scene. With `mu` the scene mean
@@ -172,6 +176,12 @@ pub struct SpectralConfig {
     pub seed: u64,
     /// Eigensolver.
     pub solver: Solver,
+    /// Segment a coarser grid (default 1: off): each `pool x pool` block of tokens is
+    /// represented by its medoid, that grid is segmented, and each token takes its block's
+    /// segment and group. The
+    /// affinity is dense, so the cost grows with N^2 (64x64 images: ~0.6 s a scene at N = 4096,
+    /// ~16x less at pool 2); outlines come out blocky at the pool's scale.
+    pub pool: usize,
 }
 
 impl Default for SpectralConfig {
@@ -184,6 +194,7 @@ impl Default for SpectralConfig {
             center_tokens: false,
             seed: 0,
             solver: Solver::Lanczos,
+            pool: 1,
         }
     }
 }
@@ -1251,6 +1262,9 @@ pub fn segment(
     assert!(n >= 1, "a scene needs at least one token");
     assert_eq!(tokens.len(), n * f, "tokens must be [n, f]");
     assert_eq!(grid.0 * grid.1, n, "grid (h, w) must have h * w == n");
+    if cfg.pool > 1 && grid.0.max(grid.1) > 1 {
+        return segment_pooled(tokens, f, grid, num_slots, cfg);
+    }
     let k_slots = num_slots.max(1);
     let cap = if cfg.max_segments == 0 {
         k_slots
@@ -1283,6 +1297,128 @@ pub fn segment(
         num_groups,
         group_segment,
     }
+}
+
+/// [`segment`] on the grid pooled by `cfg.pool`, each token then taking its block's segment
+/// and group. A block (`(r / pool, c / pool)`; the last row and column of blocks may be
+/// partial) is represented by its **medoid**, the token nearest the block's mean (the first on
+/// ties), not by the mean itself: a block on an outline would average two regions into a
+/// colour neither has, and those blocks formed segments of their own (measured on 8 generated
+/// Multi-dSprites scenes at pool 2: FG-ARI 0.71 with block means, against 0.96 unpooled).
+/// Nearest upsampling keeps the invariants of [`Segmentation`]: the block map is monotone in
+/// row and column, so segments keep their order of first appearance, and every group keeps at
+/// least one token.
+fn segment_pooled(tokens: &[f32], f: usize, grid: (usize, usize), num_slots: usize, cfg: &SpectralConfig) -> Segmentation {
+    let p = cfg.pool;
+    let (h, w) = grid;
+    let coarse = (h.div_ceil(p), w.div_ceil(p));
+    let block = |t: usize| (t / w / p) * coarse.1 + (t % w) / p;
+    let value = |v: f32| if v.is_finite() { v as f64 } else { 0.0 };
+    let mut members = vec![Vec::new(); coarse.0 * coarse.1];
+    for t in 0..h * w {
+        members[block(t)].push(t);
+    }
+    let mut pooled = Vec::with_capacity(members.len() * f);
+    for m in &members {
+        let mut mean = vec![0f64; f];
+        for &t in m {
+            for (a, &v) in mean.iter_mut().zip(&tokens[t * f..(t + 1) * f]) {
+                *a += value(v) / m.len() as f64;
+            }
+        }
+        let dist = |t: usize| tokens[t * f..(t + 1) * f].iter().zip(&mean).map(|(&v, a)| (value(v) - a).powi(2)).sum::<f64>();
+        let medoid = m.iter().copied().min_by(|&a, &b| dist(a).total_cmp(&dist(b))).expect("every block has a token");
+        pooled.extend_from_slice(&tokens[medoid * f..(medoid + 1) * f]);
+    }
+    let inner = SpectralConfig { pool: 1, ..cfg.clone() };
+    let seg = segment(&pooled, members.len(), f, coarse, num_slots, &inner);
+    let up = |labels: &[u32]| (0..h * w).map(|t| labels[block(t)]).collect::<Vec<u32>>();
+    let groups = refine_outlines(tokens, f, grid, (coarse, p), up(&seg.groups), &seg.group_segment, cfg.center_tokens);
+    // a token that changed group changed segment with it; renumber the segments by first
+    // appearance again, and the groups that are segments with them
+    let mut labels: Vec<u32> = groups.iter().map(|&g| seg.group_segment[g as usize]).collect();
+    let before = labels.clone();
+    canonical_relabel(&mut labels);
+    let mut perm: Vec<u32> = (0..seg.num_segments as u32).collect();
+    for (&old, &new) in before.iter().zip(&labels) {
+        perm[old as usize] = new;
+    }
+    let regroup = |g: u32| if (g as usize) < seg.num_segments { perm[g as usize] } else { g };
+    let groups = groups.into_iter().map(regroup).collect();
+    let mut group_segment = vec![0u32; seg.num_groups];
+    for g in 0..seg.num_groups {
+        group_segment[regroup(g as u32) as usize] = perm[seg.group_segment[g] as usize];
+    }
+    Segmentation { grid, labels, groups, group_segment, ..seg }
+}
+
+/// Outlines at full resolution after a pooled segmentation: a token whose block borders
+/// blocks of other segments (3x3 block neighbourhood) takes, among its own group and those
+/// segments' groups there, the one whose mean normalized token it is closest to in cosine.
+/// Only outlines between segments move: groups that split one segment are cut by position
+/// and keep their block-aligned borders. Blocks are `pool` tokens wide, so without
+/// this an outline is off by up to `pool - 1` tokens (measured on 8 generated Multi-dSprites
+/// scenes at pool 2: FG-ARI 0.84 without, against 0.96 unpooled). Falls back to the blocks'
+/// groups if a group would be left without tokens.
+fn refine_outlines(
+    tokens: &[f32],
+    f: usize,
+    grid: (usize, usize),
+    (coarse, pool): ((usize, usize), usize),
+    groups: Vec<u32>,
+    group_segment: &[u32],
+    center: bool,
+) -> Vec<u32> {
+    let (h, w) = grid;
+    let num_groups = group_segment.len();
+    let (xn, _) = normalize_tokens(tokens, h * w, f, center);
+    let mut means = vec![0f64; num_groups * f];
+    for (t, &g) in groups.iter().enumerate() {
+        for (m, &v) in means[g as usize * f..(g as usize + 1) * f].iter_mut().zip(&xn[t * f..(t + 1) * f]) {
+            *m += v as f64;
+        }
+    }
+    for m in means.chunks_exact_mut(f.max(1)) {
+        let norm = m.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if norm > 0.0 {
+            m.iter_mut().for_each(|v| *v /= norm);
+        }
+    }
+    let block_group = |br: usize, bc: usize| groups[(br * pool).min(h - 1) * w + (bc * pool).min(w - 1)];
+    let mut refined = groups.clone();
+    for t in 0..h * w {
+        let (br, bc) = (t / w / pool, (t % w) / pool);
+        let mut candidates: Vec<u32> = Vec::with_capacity(9);
+        for r in br.saturating_sub(1)..(br + 2).min(coarse.0) {
+            for c in bc.saturating_sub(1)..(bc + 2).min(coarse.1) {
+                let g = block_group(r, c);
+                if group_segment[g as usize] != group_segment[groups[t] as usize] && !candidates.contains(&g) {
+                    candidates.push(g);
+                }
+            }
+        }
+        if candidates.is_empty() {
+            continue; // inside a segment
+        }
+        let x = &xn[t * f..(t + 1) * f];
+        let score = |g: u32| x.iter().zip(&means[g as usize * f..(g as usize + 1) * f]).map(|(&a, b)| a as f64 * b).sum::<f64>();
+        // the highest cosine; the token keeps its own group unless another is strictly closer
+        let own = groups[t];
+        let mut best = (score(own), own);
+        for &g in &candidates {
+            let sc = score(g);
+            if sc > best.0 {
+                best = (sc, g);
+            }
+        }
+        refined[t] = best.1;
+    }
+    let mut counts = vec![0usize; num_groups];
+    refined.iter().for_each(|&g| counts[g as usize] += 1);
+    if counts.iter().any(|&c| c == 0) {
+        return groups;
+    }
+    refined
 }
 
 /// [`segment`] for a batch of scenes `[b, n, f]`, in parallel (rayon).

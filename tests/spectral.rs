@@ -151,12 +151,13 @@ fn assert_healthy_slots(slots: &[f32], k: usize, d: usize, what: &str) {
 }
 
 fn check_segmentation_invariants(seg: &Segmentation, num_slots: usize) {
-    assert_eq!(seg.labels.len(), N);
-    assert_eq!(seg.groups.len(), N);
+    let n = seg.grid.0 * seg.grid.1;
+    assert_eq!(seg.labels.len(), n);
+    assert_eq!(seg.groups.len(), n);
     assert!(seg.eigenvalues.iter().all(|v| v.is_finite()));
     assert_eq!(seg.eigenvalues[0], 0.0);
     assert!(seg.num_segments >= 1 && seg.num_segments <= num_slots);
-    assert_eq!(seg.num_groups, num_slots.min(N));
+    assert_eq!(seg.num_groups, num_slots.min(n));
     assert_eq!(seg.group_segment.len(), seg.num_groups);
     let mut counts = vec![0usize; seg.num_groups];
     for (&l, &g) in seg.labels.iter().zip(&seg.groups) {
@@ -168,6 +169,12 @@ fn check_segmentation_invariants(seg: &Segmentation, num_slots: usize) {
     assert!(counts.iter().all(|&c| c > 0), "empty group: {counts:?}");
     for s in 0..seg.num_segments {
         assert_eq!(seg.group_segment[s], s as u32);
+    }
+    // segments are numbered by first appearance in token order
+    let mut next = 0;
+    for &l in &seg.labels {
+        assert!(l <= next, "segment {l} appears before segment {next}");
+        next = next.max(l + 1);
     }
 }
 
@@ -658,4 +665,86 @@ fn look_alike_objects_apart_get_their_own_groups() {
     // the detached object's group records the segment it came from
     assert_eq!(seg.group_segment[seg.groups[b] as usize], seg.labels[b]);
     assert_eq!(seg.group_segment[seg.groups[a] as usize], seg.labels[a]);
+}
+
+/// A 16x16 blob scene drawn at twice the resolution (32x32): each cell becomes a 2x2 block of
+/// tokens, each with its own noise. Returns tokens [4N, f] and the truth per token.
+fn blob_scene_2x(seed: u64, objects: usize, noise: f32, f: usize) -> (Vec<f32>, Vec<u32>) {
+    let (tokens, truth) = blob_scene(seed, objects, 0.0, f);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x2222);
+    let (h2, w2) = (2 * H, 2 * W);
+    let mut out = vec![0f32; h2 * w2 * f];
+    let mut out_truth = vec![0u32; h2 * w2];
+    for t in 0..h2 * w2 {
+        let cell = (t / w2 / 2) * W + (t % w2) / 2;
+        out_truth[t] = truth[cell];
+        for c in 0..f {
+            out[t * f + c] = tokens[cell * f + c] + noise * gauss(&mut rng);
+        }
+    }
+    (out, out_truth)
+}
+
+#[test]
+fn pooled_segmentation_recovers_blobs_at_full_resolution() {
+    // the pixel model's images are too large to segment every token (N^2 affinity): with
+    // pool 2 a 32x32 scene is segmented at 16x16 and each token takes its block's segment
+    let cfg = SpectralConfig { pool: 2, ..Default::default() };
+    for seed in 0..6u64 {
+        let (tokens, truth) = blob_scene_2x(100 + seed, 2 + seed as usize % 4, 0.4, F);
+        let seg = segment(&tokens, 4 * N, F, (2 * H, 2 * W), K, &cfg);
+        check_segmentation_invariants(&seg, K);
+        let a = ari(&truth, &seg.labels);
+        assert!(a >= 0.9, "seed {seed}: pooled segmentation ARI {a:.3}");
+        // each 2x2 block carries one segment and one group
+        for t in 0..4 * N {
+            let first = (t / (2 * W) / 2 * 2) * (2 * W) + (t % (2 * W)) / 2 * 2;
+            assert_eq!(seg.labels[t], seg.labels[first]);
+            assert_eq!(seg.groups[t], seg.groups[first]);
+        }
+    }
+}
+
+#[test]
+fn pooling_handles_grids_the_pool_does_not_divide() {
+    // 35x35 (Tetrominoes) at pools 2 and 4: partial blocks at the last row and column, and a
+    // coarse grid (9x9 = 81 tokens) still larger than the slot count; 3x3 at pool 4: a single
+    // block, fewer tokens than slots
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for (side, pool, slots) in [(35usize, 2usize, 4usize), (35, 4, 11), (3, 4, 4)] {
+        let n = side * side;
+        let tokens: Vec<f32> = (0..n * 3).map(|i| if (i / 3) % side < side / 2 { 1.0 } else { -1.0 } + 0.1 * gauss(&mut rng)).collect();
+        let seg = segment(&tokens, n, 3, (side, side), slots, &SpectralConfig { pool, ..Default::default() });
+        assert_eq!(seg.grid, (side, side));
+        assert_eq!(seg.labels.len(), n);
+        let coarse = side.div_ceil(pool).pow(2);
+        assert_eq!(seg.num_groups, slots.min(coarse), "{side}x{side} pool {pool}");
+        let mut counts = vec![0usize; seg.num_groups];
+        for &g in &seg.groups {
+            counts[g as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 0), "{side}x{side} pool {pool}: empty group {counts:?}");
+        if side > pool {
+            // left half and right half differ: never in one segment
+            assert_ne!(seg.labels[0], seg.labels[side - 1], "{side}x{side} pool {pool}");
+        }
+    }
+}
+
+#[test]
+fn pooled_outlines_are_redrawn_per_token() {
+    // objects at any offset: blocks of 2x2 straddle the outlines, and the tokens there go to
+    // the segment they resemble, so the outlines come out as exact as without pooling
+    let pooled = SpectralConfig { pool: 2, ..Default::default() };
+    let mut scores = (0.0, 0.0);
+    for seed in 0..8u64 {
+        let (tokens, truth) = blob_scene(200 + seed, 2 + seed as usize % 4, 0.4, F);
+        let seg = segment(&tokens, N, F, (H, W), K, &pooled);
+        check_segmentation_invariants(&seg, K);
+        let full = segment(&tokens, N, F, (H, W), K, &SpectralConfig::default());
+        scores.0 += ari(&truth, &seg.labels) / 8.0;
+        scores.1 += ari(&truth, &full.labels) / 8.0;
+    }
+    println!("mean ARI: pooled {:.3}, every token {:.3}", scores.0, scores.1);
+    assert!(scores.0 >= 0.95 && scores.0 >= scores.1 - 0.02, "pooled ARI {:.3}, unpooled {:.3}", scores.0, scores.1);
 }

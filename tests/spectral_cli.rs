@@ -71,6 +71,17 @@ fn diagnostics_on_generated_images() {
     for f in ["spectral_segments.png", "spectral_slots_pca.png", "spectral_diagnostics.json"] {
         assert!(out.join(f).exists(), "{f}");
     }
+
+    // Multi-dSprites (64x64) is segmented on 4x4 blocks (`spectral-pool = 4` in its config),
+    // the outlines redrawn per pixel: the groups still match the sprites
+    let (data, out) = (tmp.path().join("sprites"), tmp.path().join("sprites-out"));
+    generate("multi-dsprites", 8, 5, 0).unwrap().save(&data).unwrap();
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/multi-dsprites.toml");
+    let diag = debug_spectral(&data, 7, &out, 0, Some(&config)).unwrap();
+    println!("8 multi-dsprites scenes, pool 4: groups fg-ari {:?}", diag.groups_token_fg_ari);
+    assert_eq!(diag.scenes, 8);
+    assert!(!diag.collapsed, "raw init similarity {}", diag.similarity_raw);
+    assert!(diag.groups_token_fg_ari.unwrap() > 0.9, "slot groups FG-ARI {:?}", diag.groups_token_fg_ari);
 }
 
 #[test]

@@ -50,6 +50,9 @@ pub struct TrainConfig {
     /// alone is 0.02 / 0.42 / 0.90 / 0.97 / 0.98 for p = 4 / 8 / 12 / 16 / 24 (ARI 0.06 / 0.62 /
     /// 0.82 / 0.83 / 0.84).
     pub spectral_affinity_power: f32,
+    /// Segment the `p x p` block means instead of every token (`SpectralConfig::pool`; 1 = off):
+    /// the segmentation's cost grows with N^2, and 64x64 images (N = 4096) take ~0.6 s a scene.
+    pub spectral_pool: usize,
     /// Spectral mask guidance (needs `use-spectral`): weight of `guide`, the squared distance
     /// of the decoder masks and the attention from the spectral segments each slot starts
     /// from. Held for `guide-hold-epochs`, then faded linearly to 0 over `guide-fade-epochs`.
@@ -118,6 +121,7 @@ impl Default for TrainConfig {
             use_spectral: true,
             spectral_noise: 0.1,
             spectral_affinity_power: 16.0,
+            spectral_pool: 1,
             guide_weight: 1.0,
             guide_balance: 1.0,
             guide_hold_epochs: 8.0,
@@ -205,6 +209,7 @@ impl TrainConfig {
             "spectral-affinity-power must be in [1, 64] (got {})",
             self.spectral_affinity_power
         );
+        ensure!((1..=8).contains(&self.spectral_pool), "spectral-pool must be in 1..=8 (got {})", self.spectral_pool);
         ensure!(
             self.guide_weight >= 0.0 && self.guide_weight.is_finite(),
             "guide-weight must be >= 0 (got {})",

@@ -323,7 +323,7 @@ pub fn save_checkpoint(out: &Path, model: &Model, adam: &Adam, state: &TrainerSt
     if state.config.use_spectral {
         // eval and infer must start the slots the way training did
         let c = &state.config;
-        let spectral = json!({"affinity_power": c.spectral_affinity_power, "seed": c.seed, "noise": c.spectral_noise});
+        let spectral = json!({"affinity_power": c.spectral_affinity_power, "seed": c.seed, "noise": c.spectral_noise, "pool": c.spectral_pool});
         params.metadata.insert(SPECTRAL_METADATA.into(), spectral.to_string());
     }
     params.save(&out.join("model.safetensors"))
@@ -340,6 +340,8 @@ pub fn checkpoint_spectral(params: &TensorFile) -> Result<Option<(crate::spectra
     let cfg = crate::spectral::SpectralConfig {
         affinity_power: num("affinity_power")? as f32,
         seed: num("seed")? as u64,
+        // absent in checkpoints from before pooling existed: they segmented every token
+        pool: v["pool"].as_u64().unwrap_or(1) as usize,
         ..Default::default()
     };
     Ok(Some((cfg, num("noise")? as f32)))

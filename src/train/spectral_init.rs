@@ -68,9 +68,14 @@ pub const COLLAPSE_SIMILARITY: f64 = 0.8;
 pub const PNG_SCENES: usize = 8;
 
 /// The segmentation settings of a training run: the spectral module's defaults, with the run's
-/// seed and affinity power (see `TrainConfig::spectral_affinity_power`).
+/// seed, affinity power (see `TrainConfig::spectral_affinity_power`) and pooling.
 pub fn spectral_config(cfg: &TrainConfig) -> SpectralConfig {
-    SpectralConfig { seed: cfg.seed, affinity_power: cfg.spectral_affinity_power, ..SpectralConfig::default() }
+    SpectralConfig {
+        seed: cfg.seed,
+        affinity_power: cfg.spectral_affinity_power,
+        pool: cfg.spectral_pool,
+        ..SpectralConfig::default()
+    }
 }
 
 /// What the segmentation of scene `s` reads: tokens `[N, F]` and F. The features of a feature
