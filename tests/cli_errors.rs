@@ -190,6 +190,7 @@ fn fixture() -> tempfile::TempDir {
         ("neg_div", "diversity-weight = -1.0\n"),
         ("bad_device", "device = \"nonsense\"\n"),
         ("bad_schedule", "diversity-schedule = \"sometimes\"\n"),
+        ("pool_0", "spectral-pool = 0\n"),
         ("val_all", "val-count = 6\n"),
         ("duplicate", "epochs = 2\n"),
     ] {
@@ -360,6 +361,7 @@ fn train_config_errors() {
         ["train", "--config", "cfg_neg_div.toml", "--data", "good", "--out", "o"] => ["diversity-weight must be >= 0"];
         ["train", "--config", "cfg_bad_device.toml", "--data", "good", "--out", "o"] => ["config cfg_bad_device.toml", "unknown variant `nonsense`", "`cpu`"];
         ["train", "--config", "cfg_bad_schedule.toml", "--data", "good", "--out", "o"] => ["unknown variant `sometimes`", "`constant`, `stepped`, `adaptive`"];
+        ["train", "--config", "cfg_pool_0.toml", "--data", "good", "--out", "o"] => ["spectral-pool must be in 1..=8 (got 0)"];
         ["train", "--config", "nothere.toml", "--data", "good", "--out", "o"] => ["reading config nothere.toml", "No such file"];
         // the same checks through flags
         ["train", "--config", "tiny.toml", "--data", "good", "--learning-rate", "-0.1", "--out", "o"] => ["learning-rate must be in (0, 1) (got -0.1)"];
