@@ -58,7 +58,9 @@
 //! 7. **Pooling (large grids, optional).** With [`SpectralConfig::pool`] `= p > 1` steps 1-6
 //!    run on a grid of `p x p` blocks, each represented by its medoid token (the one nearest
 //!    the block mean), and every token takes its block's segment and group: the dense
-//!    affinity costs N^2, so a 64x64 image (N = 4096) is segmented at 32x32.
+//!    affinity costs N^2, so a 64x64 image (N = 4096) is segmented at 16x16 with p = 4.
+//!    Tokens on an outline between segments are then reassigned one by one
+//!    (`refine_outlines`), so outlines are not blocky.
 //!
 //! # Slot init ([`slot_init`])
 //! The caller passes the encoder output `[N, D]` of the same scene. With `mu` the scene mean
@@ -178,9 +180,8 @@ pub struct SpectralConfig {
     pub solver: Solver,
     /// Segment a coarser grid (default 1: off): each `pool x pool` block of tokens is
     /// represented by its medoid, that grid is segmented, and each token takes its block's
-    /// segment and group. The
-    /// affinity is dense, so the cost grows with N^2 (64x64 images: ~0.6 s a scene at N = 4096,
-    /// ~16x less at pool 2); outlines come out blocky at the pool's scale.
+    /// segment and group; outlines between segments are then redrawn per token. The affinity
+    /// is dense, so the cost grows with N^2 (64x64 images: ~0.6 s a scene at N = 4096).
     pub pool: usize,
 }
 
@@ -1327,7 +1328,8 @@ fn segment_pooled(tokens: &[f32], f: usize, grid: (usize, usize), num_slots: usi
             }
         }
         let dist = |t: usize| tokens[t * f..(t + 1) * f].iter().zip(&mean).map(|(&v, a)| (value(v) - a).powi(2)).sum::<f64>();
-        let medoid = m.iter().copied().min_by(|&a, &b| dist(a).total_cmp(&dist(b))).expect("every block has a token");
+        // each distance once; min_by keeps the first of equal minima
+        let (medoid, _) = m.iter().map(|&t| (t, dist(t))).min_by(|a, b| a.1.total_cmp(&b.1)).expect("every block has a token");
         pooled.extend_from_slice(&tokens[medoid * f..(medoid + 1) * f]);
     }
     let inner = SpectralConfig { pool: 1, ..cfg.clone() };

@@ -50,7 +50,8 @@ pub struct TrainConfig {
     /// alone is 0.02 / 0.42 / 0.90 / 0.97 / 0.98 for p = 4 / 8 / 12 / 16 / 24 (ARI 0.06 / 0.62 /
     /// 0.82 / 0.83 / 0.84).
     pub spectral_affinity_power: f32,
-    /// Segment the `p x p` block means instead of every token (`SpectralConfig::pool`; 1 = off):
+    /// Segment `p x p` blocks (each its medoid token; outlines redrawn per token) instead of
+    /// every token (`SpectralConfig::pool`; 1 = off):
     /// the segmentation's cost grows with N^2, and 64x64 images (N = 4096) take ~0.6 s a scene.
     pub spectral_pool: usize,
     /// Spectral mask guidance (needs `use-spectral`): weight of `guide`, the squared distance
