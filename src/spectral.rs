@@ -219,6 +219,10 @@ pub struct Segmentation {
     pub num_groups: usize,
     /// The segment each group belongs to (`group_segment[s] = s` for `s < num_segments`).
     pub group_segment: Vec<u32>,
+    /// The group each group was split from, followed back to a segment or a detached part
+    /// (`group_family[g] = g` for those): groups of one family are pieces of one region cut
+    /// only to give every slot a group (usually the background).
+    pub group_family: Vec<u32>,
 }
 
 impl Segmentation {
@@ -1206,7 +1210,7 @@ fn refine_groups(
     f: usize,
     grid: (usize, usize),
     seed: u64,
-) -> (Vec<u32>, usize, Vec<u32>) {
+) -> (Vec<u32>, usize, Vec<u32>, Vec<u32>) {
     let n = labels.len();
     let mut groups = labels.to_vec();
     let mut num_groups = num_segments;
@@ -1223,6 +1227,7 @@ fn refine_groups(
         group_segment.push(labels[part[0]]);
         num_groups += 1;
     }
+    let mut group_family: Vec<u32> = (0..num_groups as u32).collect();
     let mut splits = 0u64;
     while num_groups < target {
         let mut sizes = vec![0usize; num_groups];
@@ -1244,10 +1249,11 @@ fn refine_groups(
             groups[i] = num_groups as u32;
         }
         group_segment.push(group_segment[g]);
+        group_family.push(group_family[g]);
         num_groups += 1;
         splits += 1;
     }
-    (groups, num_groups, group_segment)
+    (groups, num_groups, group_segment, group_family)
 }
 
 /// Spectral segmentation of one scene's tokens `[n, f]` on a `grid = (h, w)` with
@@ -1287,7 +1293,7 @@ pub fn segment(
     };
     let num_segments = canonical_relabel(&mut labels);
     let target = k_slots.min(n);
-    let (groups, num_groups, group_segment) =
+    let (groups, num_groups, group_segment, group_family) =
         refine_groups(&labels, num_segments, target, &xn, f, grid, cfg.seed);
     Segmentation {
         grid,
@@ -1297,6 +1303,7 @@ pub fn segment(
         groups,
         num_groups,
         group_segment,
+        group_family,
     }
 }
 
@@ -1348,10 +1355,12 @@ fn segment_pooled(tokens: &[f32], f: usize, grid: (usize, usize), num_slots: usi
     let regroup = |g: u32| if (g as usize) < seg.num_segments { perm[g as usize] } else { g };
     let groups = groups.into_iter().map(regroup).collect();
     let mut group_segment = vec![0u32; seg.num_groups];
+    let mut group_family = vec![0u32; seg.num_groups];
     for g in 0..seg.num_groups {
         group_segment[regroup(g as u32) as usize] = perm[seg.group_segment[g] as usize];
+        group_family[regroup(g as u32) as usize] = regroup(seg.group_family[g]);
     }
-    Segmentation { grid, labels, groups, group_segment, ..seg }
+    Segmentation { grid, labels, groups, group_segment, group_family, ..seg }
 }
 
 /// Outlines at full resolution after a pooled segmentation: a token whose block borders

@@ -608,7 +608,14 @@ fn guide_targets_weigh_segments_by_size() {
     }
     assert!(size.iter().filter(|&&c| c > 0).copied().min() < size.iter().max().copied(), "need unequal groups");
     for balance in [0.0f32, 0.5, 1.0] {
-        let (kn, nk, scale) = cache.guide_targets(&[0], balance);
+        let targets = cache.guide_targets(&[0], balance, false);
+        let (kn, nk, scale) = (&targets.masks, &targets.attn, &targets.scale);
+        // no families: F is the identity
+        for j in 0..K {
+            for l in 0..K {
+                assert_eq!(targets.family[j * K + l], if j == l { 1.0 } else { 0.0 });
+            }
+        }
         // the targets are the scaled one-hot masks, in both layouts
         for (t, &g) in groups.iter().enumerate() {
             for k in 0..K {
@@ -624,6 +631,45 @@ fn guide_targets_weigh_segments_by_size() {
         let ratio = total(big) / total(small);
         let want = (size[big] as f64 / size[small] as f64).powf(1.0 - balance as f64);
         assert!((ratio - want).abs() < 1e-4 * want, "balance {balance}: group weight ratio {ratio}, want {want}");
+    }
+}
+
+/// Guided by family, the pieces of one region (groups split only to give every slot one)
+/// share one target, their sum: F (s T) with F = 1/sqrt(m) within a family of m, and the
+/// balance weighs the family as one group.
+#[test]
+fn guide_targets_by_family_treat_split_pieces_as_one() {
+    use slotforge::train::spectral_init::SegmentCache;
+    let (tokens, _) = blob_scene(31, 3, 0.3, F);
+    let seg = segment(&tokens, N, F, (H, W), K, &SpectralConfig::default());
+    let (groups, family) = (seg.groups.clone(), seg.group_family.clone());
+    assert_eq!(family.len(), seg.num_groups);
+    for (g, &f) in family.iter().enumerate() {
+        // a family's root is a segment or a detached part, its own family, and it is split
+        // only into later groups of the same segment
+        assert_eq!(family[f as usize], f);
+        assert!(f as usize <= g);
+        assert_eq!(seg.group_segment[g], seg.group_segment[f as usize]);
+    }
+    let members = |f: u32| family.iter().filter(|&&x| x == f).count();
+    let big = (0..K as u32).max_by_key(|&f| members(f)).unwrap();
+    assert!(members(big) >= 2, "need a split region: 3 blobs and {K} slots");
+    let cache = SegmentCache { n: N, k: K, weights: vec![], segs: vec![Arc::new(seg)] };
+    let t = cache.guide_targets(&[0], 1.0, true);
+    let fam_of = |t: usize| family[groups[t] as usize];
+    for i in 0..N {
+        for j in 0..K {
+            let want = if family[j] == fam_of(i) { t.scale[i] / (members(family[j]) as f32).sqrt() } else { 0.0 };
+            assert!((t.masks[j * N + i] - want).abs() < 1e-6 && t.attn[i * K + j] == t.masks[j * N + i]);
+        }
+    }
+    // balance 1: every family carries the same total weight
+    let totals: Vec<f64> = (0..K as u32)
+        .filter(|&f| members(f) > 0 && family[f as usize] == f)
+        .map(|f| (0..N).filter(|&i| fam_of(i) == f).map(|i| (t.scale[i] as f64).powi(2)).sum())
+        .collect();
+    for w in &totals {
+        assert!((w - totals[0]).abs() < 1e-3 * totals[0], "family weights {totals:?}");
     }
 }
 

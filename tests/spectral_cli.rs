@@ -125,6 +125,7 @@ fn segment_matrix_gives_every_slot_a_group() {
         groups: groups.clone(),
         num_groups: 4,
         group_segment: vec![0, 1, 0, 1],
+        group_family: vec![0, 1, 0, 1],
     };
     let k = 4;
     let s = segment_weights(&seg, k);

@@ -135,3 +135,73 @@ fn final_lr_fraction_flags_a_half_life_short_for_the_run() {
     assert!((fifth - 0.5f32.powf(1349.0 / 300.0)).abs() < 1e-4, "{fifth}");
     assert_eq!(final_lr_fraction(&TrainConfig { decay_half_life: 0, ..c }, 15), 1.0);
 }
+
+/// The guide with families: `mean((F s alpha - F s T)^2) + mean((s attn F^T - (F s T)^T)^2)`
+/// as computed by the model equals the same formula on the host, on both backends, and the
+/// GPU's gradient (of the features, through the family matmuls) equals the CPU's.
+#[test]
+fn family_guide_matches_its_formula_on_both_backends() {
+    use rand::SeedableRng;
+    use slotforge::model::slot_attention::GuideTargets;
+    use slotforge::model::FeatureModel;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(dir.path()).model(12, 7);
+    let (b, n, k, d) = (2, 12, cfg.num_slots, cfg.slot_dim);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let params = slotforge::model::init::init_params(&cfg, 0);
+    let features = common::randn(&mut rng, b * n * 7);
+    let noise = common::randn(&mut rng, b * k * d);
+    // scene 0: slots {0}, {1, 3, 4}, {2}; scene 1: {0, 1}, {2}, {3}, {4}
+    let families: [&[usize]; 2] = [&[0, 1, 2, 1, 1], &[0, 0, 2, 3, 4]];
+    let mut family = vec![0f32; b * k * k];
+    for (s, fam) in families.iter().enumerate() {
+        for j in 0..k {
+            let m = fam.iter().filter(|&&x| x == fam[j]).count() as f32;
+            for l in 0..k {
+                if fam[j] == fam[l] {
+                    family[(s * k + j) * k + l] = 1.0 / m.sqrt();
+                }
+            }
+        }
+    }
+    let scale: Vec<f32> = (0..b * n).map(|i| 0.5 + (i % 5) as f32 * 0.3).collect();
+    let masks: Vec<f32> = common::randn(&mut rng, b * k * n).iter().map(|v| v.abs()).collect();
+    let attn: Vec<f32> = common::randn(&mut rng, b * n * k).iter().map(|v| v.abs()).collect();
+    let targets = GuideTargets { masks: masks.clone(), attn: attn.clone(), scale: scale.clone(), family: family.clone() };
+    let run = |device: Device| {
+        let mut m = FeatureModel::new_with_input_grad(&cfg, b, device).unwrap();
+        m.set_params(&params).unwrap();
+        m.set_inputs(&features, &noise, None, 1e-4);
+        m.set_guide(&targets, 1.0);
+        m.ex.forward_backward(m.vars.out.total);
+        let o = m.vars.out;
+        (m.ex.get(o.alpha), m.ex.get(o.attn), m.ex.get(o.guide)[0], m.ex.get_grad(m.vars.features).unwrap())
+    };
+    let host = |alpha: &[f32], att: &[f32]| -> f64 {
+        let (mut ea, mut et) = (0f64, 0f64);
+        for s in 0..b {
+            for j in 0..k {
+                for i in 0..n {
+                    let fa: f64 = (0..k).map(|l| family[(s * k + j) * k + l] as f64 * scale[s * n + i] as f64 * alpha[(s * k + l) * n + i] as f64).sum();
+                    ea += (fa - masks[(s * k + j) * n + i] as f64).powi(2);
+                    let ft: f64 = (0..k).map(|l| family[(s * k + j) * k + l] as f64 * scale[s * n + i] as f64 * att[(s * n + i) * k + l] as f64).sum();
+                    et += (ft - attn[(s * n + i) * k + j] as f64).powi(2);
+                }
+            }
+        }
+        (ea + et) / (b * k * n) as f64
+    };
+    let (alpha, att, guide_cpu, grad_cpu) = run(Device::Cpu);
+    let want = host(&alpha, &att);
+    // f32 sums of a few hundred squares: 1e-5 relative is ~100 ulps
+    assert!((guide_cpu as f64 - want).abs() < 1e-5 * want, "cpu guide {guide_cpu} vs host {want}");
+    let (alpha_g, att_g, guide_gpu, grad_gpu) = run(common::gpu());
+    let want_g = host(&alpha_g, &att_g);
+    assert!((guide_gpu as f64 - want_g).abs() < 1e-5 * want_g, "gpu guide {guide_gpu} vs host {want_g}");
+    // GPU against CPU: float32 rounding of a forward + backward through the whole model
+    // (summation order), far below 1e-3 relative; the floor 1e-4 of the gradient's scale
+    // covers elements that cancel to near zero
+    let floor = 1e-4 * grad_cpu.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let (worst, _) = common::compare(&grad_gpu, &grad_cpu, 1e-3, floor);
+    assert!(worst <= 1.0, "feature gradient GPU vs CPU: {worst}");
+}

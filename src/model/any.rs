@@ -12,6 +12,7 @@ use crate::checkpoint::TensorFile;
 use crate::data::Dataset;
 use crate::exec::Executor;
 use crate::graph::Var;
+use super::slot_attention::GuideTargets;
 
 /// A checkpoint's `slotforge.config`: `"model": "pixel"` marks the pixel model; without a
 /// `model` field (every feature checkpoint) or with `"model": "feature"` it is the feature model.
@@ -249,9 +250,9 @@ impl Model {
     }
 
     /// Turn on mask guidance for this batch (after `feed`); see [`SpectralVars::feed_guide`].
-    pub fn set_guide(&mut self, masks: &[f32], attn: &[f32], scale: &[f32], weight: f32) {
+    pub fn set_guide(&mut self, targets: &GuideTargets, weight: f32) {
         let spectral = self.spectral();
-        spectral.feed_guide(self.ex_mut(), masks, attn, scale, weight);
+        spectral.feed_guide(self.ex_mut(), targets, weight);
     }
 
     /// Feed the given scenes of `data` (exactly one batch), the init noise [B, K, D], the

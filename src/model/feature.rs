@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use anyhow::Result;
 
 use super::slot_attention as sa;
+use sa::GuideTargets;
 use super::any::Outputs;
 use super::ModelConfig;
 use crate::backend::Device;
@@ -177,7 +178,7 @@ impl FeatureModel {
     }
 
     /// Turn on mask guidance for this batch (after `set_inputs`); see [`sa::SpectralVars::feed_guide`].
-    pub fn set_guide(&mut self, masks: &[f32], attn: &[f32], scale: &[f32], weight: f32) {
-        self.vars.spectral.feed_guide(&mut self.ex, masks, attn, scale, weight);
+    pub fn set_guide(&mut self, targets: &GuideTargets, weight: f32) {
+        self.vars.spectral.feed_guide(&mut self.ex, targets, weight);
     }
 }

@@ -116,6 +116,17 @@ pub fn losses(g: &mut Graph, recon: Var, target: Var, slots: Var, diversity_weig
     Losses { mse, diversity, total, similarity }
 }
 
+/// Mask-guidance inputs for a batch: the one-hot slot-group targets T, pre-scaled by the
+/// per-token scale s and mixed within families, `F (s * T)`, as [B, K, N] (for the masks) and
+/// [B, N, K] (for the attention); s [B, 1, N]; the family matrix F [B, K, K] (the identity
+/// unless groups are guided by family). The model takes `mean((F (s * alpha) - F (s * T))^2)`.
+pub struct GuideTargets {
+    pub masks: Vec<f32>,
+    pub attn: Vec<f32>,
+    pub scale: Vec<f32>,
+    pub family: Vec<f32>,
+}
+
 /// The inputs of the spectral slot init and of the mask guidance (see
 /// `train::spectral_init`), the same in both models.
 #[derive(Clone, Copy, Debug)]
@@ -125,10 +136,12 @@ pub struct SpectralVars {
     /// [D] ones and [D] zeros: the (fixed) affine of the LayerNorm of the spectral init.
     pub init_norm: (Var, Var),
     /// One-hot slot targets, pre-scaled, as [B, K, N] (for the masks) and [B, N, K] (for the
-    /// attention); the per-token scale [B, 1, N]; the term's weight [1] (0: off).
+    /// attention); the per-token scale [B, 1, N]; the family matrix F [B, K, K] (pieces of
+    /// one region guided as one; the identity by default); the term's weight [1] (0: off).
     pub guide_masks: Var,
     pub guide_attn: Var,
     pub guide_scale: Var,
+    pub guide_family: Var,
     pub guide_weight: Var,
 }
 
@@ -141,6 +154,7 @@ impl SpectralVars {
             guide_masks: g.input("input.guide_masks", &[b, k, n]),
             guide_attn: g.input("input.guide_attn", &[b, n, k]),
             guide_scale: g.input("input.guide_scale", &[b, 1, n]),
+            guide_family: g.input("input.guide_family", &[b, k, k]),
             guide_weight: g.input("input.guide_weight", &[1]),
         }
     }
@@ -158,17 +172,20 @@ impl SpectralVars {
         init_slots(g, p, z)
     }
 
-    /// The guide term `mean((s * (alpha - T))^2) + mean((s * (attn - T^T))^2) >= 0`: the
+    /// The guide term `mean((F s (alpha - T))^2) + mean((F s (attn - T^T))^2) >= 0`: the
     /// decoder's masks `alpha` [B, K, N] and the last iteration's attention `attn` [B, N, K]
     /// pulled toward the slot groups (each slot toward the group its init came from), each
-    /// token weighted by s^2 (the targets come pre-scaled). Returns (guide, weight * guide).
+    /// token weighted by s^2, the slots of one family (F) as one (the targets come pre-scaled
+    /// and mixed). Returns (guide, weight * guide).
     pub fn guide(&self, g: &mut Graph, alpha: Var, attn: Var) -> (Var, Var) {
         let (b, n) = (g.shape(attn)[0], g.shape(attn)[1]);
         let scaled_alpha = g.mul(alpha, self.guide_scale);
-        let guide_alpha = g.mse(scaled_alpha, self.guide_masks);
+        let family_alpha = g.matmul(self.guide_family, scaled_alpha, false, false);
+        let guide_alpha = g.mse(family_alpha, self.guide_masks);
         let scale_nk = g.reshape(self.guide_scale, &[b, n, 1]);
         let scaled_attn = g.mul(attn, scale_nk);
-        let guide_att = g.mse(scaled_attn, self.guide_attn);
+        let family_attn = g.matmul(scaled_attn, self.guide_family, false, true);
+        let guide_att = g.mse(family_attn, self.guide_attn);
         let guide = g.add(guide_alpha, guide_att);
         let weighted = g.mul(guide, self.guide_weight);
         (guide, weighted)
@@ -191,15 +208,19 @@ impl SpectralVars {
         ex.set(self.guide_weight, &[0.0]);
         let scale_len = ex.graph.len(self.guide_scale);
         ex.set(self.guide_scale, &vec![1.0; scale_len]);
+        let shape = ex.graph.shape(self.guide_family).to_vec();
+        let (b, k) = (shape[0], shape[1]);
+        let identity: Vec<f32> = (0..b * k * k).map(|i| if i % k == (i / k) % k { 1.0 } else { 0.0 }).collect();
+        ex.set(self.guide_family, &identity);
     }
 
-    /// Turn on mask guidance for this batch (after the inputs): the scaled targets [B, K, N]
-    /// and [B, N, K], the per-token scale [B, 1, N] (see `SegmentCache::guide_targets`), and
-    /// the weight.
-    pub fn feed_guide(&self, ex: &mut Executor, masks: &[f32], attn: &[f32], scale: &[f32], weight: f32) {
-        ex.set(self.guide_scale, scale);
-        ex.set(self.guide_masks, masks);
-        ex.set(self.guide_attn, attn);
+    /// Turn on mask guidance for this batch (after the inputs): the targets, scale and family
+    /// matrix of [`GuideTargets`] (from `SegmentCache::guide_targets`), and the weight.
+    pub fn feed_guide(&self, ex: &mut Executor, targets: &GuideTargets, weight: f32) {
+        ex.set(self.guide_scale, &targets.scale);
+        ex.set(self.guide_masks, &targets.masks);
+        ex.set(self.guide_attn, &targets.attn);
+        ex.set(self.guide_family, &targets.family);
         ex.set(self.guide_weight, &[weight]);
     }
 }

@@ -61,6 +61,9 @@ pub struct TrainConfig {
     /// p in [0, 1]: each token's weight in the guide is its segment's size^-p (mean 1), so
     /// small objects are not outweighed by the background (see `SegmentCache::guide_targets`).
     pub guide_balance: f32,
+    /// Guide the pieces a region was split into only to give every slot a group (usually
+    /// the background's) as one region (see `SegmentCache::guide_targets`).
+    pub guide_family: bool,
     pub guide_hold_epochs: f32,
     pub guide_fade_epochs: f32,
     // optimization
@@ -125,6 +128,7 @@ impl Default for TrainConfig {
             spectral_pool: 1,
             guide_weight: 1.0,
             guide_balance: 1.0,
+            guide_family: true,
             guide_hold_epochs: 8.0,
             guide_fade_epochs: 0.0,
             batch_size: 16,

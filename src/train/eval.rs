@@ -129,7 +129,7 @@ pub fn evaluate(
 /// the slots start from (what mask guidance pulls toward): `attn_*` and `spectral_*` fields.
 pub fn score_all(model: &Model, alpha: &[f32], attn: &[f32], data: &Dataset, segments: Option<&SegmentCache>) -> Result<serde_json::Value> {
     let all: Vec<usize> = (0..data.count).collect();
-    let teacher = segments.map(|c| c.guide_targets(&all, 0.0).0);
+    let teacher = segments.map(|c| c.guide_targets(&all, 0.0, false).masks);
     // the pixel model's masks are at image resolution (FG-ARI), the feature model's on the grid
     let key = if model.is_pixel() { "fg_ari" } else { "token_fg_ari" };
     let mut scores = score(model, alpha, data)?;

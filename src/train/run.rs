@@ -199,8 +199,8 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
             // the targets also with the weight at 0: the logged guide is then still the
             // distance to the spectral groups
             if let Some(c) = &spectral {
-                let (masks, attn, scale) = c.guide_targets(chunk, cfg.guide_balance);
-                model.set_guide(&masks, &attn, &scale, w_guide);
+                let targets = c.guide_targets(chunk, cfg.guide_balance, cfg.guide_family);
+                model.set_guide(&targets, w_guide);
             }
             adam.set_step(model.ex_mut(), step as u64 + 1, lr);
             let total = model.out().total;

@@ -59,6 +59,7 @@ use super::config::TrainConfig;
 use crate::data::Dataset;
 use crate::metrics;
 use crate::model::pixel::scale_images;
+use crate::model::slot_attention::GuideTargets;
 use crate::model::Model;
 use crate::spectral::{segment, Segmentation, SpectralConfig};
 
@@ -125,9 +126,7 @@ impl SegmentCache {
     }
 
     /// Mask-guidance targets for a batch: slot `k` owns the tokens of slot group `k` (the
-    /// group its init came from). Returns the per-token scale `s [B, 1, N]` and the scaled
-    /// one-hot targets `s * T` as ([B, K, N], [B, N, K]); the model takes
-    /// `mean((s * alpha - s * T)^2)`, a squared error with token weights `s^2`.
+    /// group its init came from). See [`GuideTargets`].
     ///
     /// `balance` = p weighs each token by its group's size^-p (mean weight 1 per scene). With
     /// p = 0 every token counts the same, so a 150-token background outweighs a 6-token
@@ -135,30 +134,60 @@ impl SegmentCache {
     /// background's slot (one active slot for the first ~6 epochs at the clevr10 learning
     /// rate), and late in training small objects are the ones left merged with a neighbour.
     /// With p = 1 every group counts the same in total.
-    pub fn guide_targets(&self, scenes: &[usize], balance: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    ///
+    /// `by_family`: the groups split from one region only so that every slot gets one (the
+    /// background's pieces, `Segmentation::group_family`) are guided as one: their masks'
+    /// sum is pulled toward the region, and balance weighs the region as one group. Without
+    /// it each piece's slot must draw its piece's arbitrary outline inside the background.
+    pub fn guide_targets(&self, scenes: &[usize], balance: f32, by_family: bool) -> GuideTargets {
         let (n, k) = (self.n, self.k);
-        let mut kn = vec![0f32; scenes.len() * k * n];
-        let mut nk = vec![0f32; scenes.len() * n * k];
-        let mut scale = vec![1f32; scenes.len() * n];
+        let mut t = GuideTargets {
+            masks: vec![0f32; scenes.len() * k * n],
+            attn: vec![0f32; scenes.len() * n * k],
+            scale: vec![1f32; scenes.len() * n],
+            family: vec![0f32; scenes.len() * k * k],
+        };
         for (b, &s) in scenes.iter().enumerate() {
-            let groups = &self.segs[s].groups;
-            let mut size = vec![0usize; groups.iter().max().map_or(0, |&g| g as usize + 1)];
-            for &g in groups {
-                size[g as usize] += 1;
+            let seg = &self.segs[s];
+            // family of each slot: its group's family, or itself (also slots without a group)
+            let fam: Vec<usize> = (0..k)
+                .map(|j| if by_family && j < seg.num_groups { seg.group_family[j] as usize } else { j })
+                .collect();
+            let token_fam: Vec<usize> = seg.groups.iter().map(|&g| fam.get(g as usize).copied().unwrap_or(g as usize)).collect();
+            let mut size = vec![0usize; token_fam.iter().max().map_or(0, |&f| f + 1).max(k)];
+            for &f in &token_fam {
+                size[f] += 1;
             }
-            let w: Vec<f64> = groups.iter().map(|&g| (size[g as usize] as f64).powf(-balance as f64)).collect();
+            let w: Vec<f64> = token_fam.iter().map(|&f| (size[f] as f64).powf(-balance as f64)).collect();
             let mean = w.iter().sum::<f64>() / n as f64;
-            for (t, &g) in groups.iter().enumerate() {
-                let st = (w[t] / mean).sqrt() as f32;
-                scale[b * n + t] = st;
-                let g = g as usize;
-                if g < k {
-                    kn[(b * k + g) * n + t] = st;
-                    nk[(b * n + t) * k + g] = st;
+            let mut one_hot = vec![0f32; k * n];
+            for (i, &g) in seg.groups.iter().enumerate() {
+                let st = (w[i] / mean).sqrt() as f32;
+                t.scale[b * n + i] = st;
+                if (g as usize) < k {
+                    one_hot[g as usize * n + i] = st;
+                }
+            }
+            // F[j, l] = 1 / sqrt(|family|) within a family: F * x repeats the family's sum
+            // |family| times, so its squared error counts once
+            let members = |f: usize| fam.iter().filter(|&&x| x == f).count();
+            let fmat = &mut t.family[b * k * k..(b + 1) * k * k];
+            for j in 0..k {
+                for l in 0..k {
+                    if fam[j] == fam[l] {
+                        fmat[j * k + l] = 1.0 / (members(fam[j]) as f32).sqrt();
+                    }
+                }
+            }
+            for j in 0..k {
+                for i in 0..n {
+                    let v: f32 = (0..k).map(|l| fmat[j * k + l] * one_hot[l * n + i]).sum();
+                    t.masks[(b * k + j) * n + i] = v;
+                    t.attn[(b * n + i) * k + j] = v;
                 }
             }
         }
-        (kn, nk, scale)
+        t
     }
 }
 
