@@ -55,6 +55,9 @@
 //!    spatially coherent halves, a region with two kinds of features splits along them); if
 //!    2-means cannot split (all points equal), the group is cut at the median of its longer
 //!    spatial extent. The larger half keeps the id. Deterministic, and every group is non-empty.
+//!    The pieces split from one group form its *family* (`Segmentation::group_family`): mask
+//!    guidance can treat them as one region (`guide-family`), since they were cut only so that
+//!    every slot has a start, not because the scene has a border there.
 //! 7. **Pooling (large grids, optional).** With [`SpectralConfig::pool`] `= p > 1` steps 1-6
 //!    run on a grid of `p x p` blocks, each represented by its medoid token (the one nearest
 //!    the block mean), and every token takes its block's segment and group: the dense
