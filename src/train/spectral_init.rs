@@ -160,30 +160,31 @@ impl SegmentCache {
             }
             let w: Vec<f64> = token_fam.iter().map(|&f| (size[f] as f64).powf(-balance as f64)).collect();
             let mean = w.iter().sum::<f64>() / n as f64;
-            let mut one_hot = vec![0f32; k * n];
-            for (i, &g) in seg.groups.iter().enumerate() {
-                let st = (w[i] / mean).sqrt() as f32;
-                t.scale[b * n + i] = st;
-                if (g as usize) < k {
-                    one_hot[g as usize * n + i] = st;
-                }
-            }
             // F[j, l] = 1 / sqrt(|family|) within a family: F * x repeats the family's sum
             // |family| times, so its squared error counts once
-            let members = |f: usize| fam.iter().filter(|&&x| x == f).count();
+            let mut members = vec![0usize; k];
+            for &f in &fam {
+                members[f] += 1;
+            }
             let fmat = &mut t.family[b * k * k..(b + 1) * k * k];
             for j in 0..k {
                 for l in 0..k {
                     if fam[j] == fam[l] {
-                        fmat[j * k + l] = 1.0 / (members(fam[j]) as f32).sqrt();
+                        fmat[j * k + l] = 1.0 / (members[fam[j]] as f32).sqrt();
                     }
                 }
             }
-            for j in 0..k {
-                for i in 0..n {
-                    let v: f32 = (0..k).map(|l| fmat[j * k + l] * one_hot[l * n + i]).sum();
-                    t.masks[(b * k + j) * n + i] = v;
-                    t.attn[(b * n + i) * k + j] = v;
+            // F (s T) with T one-hot: slot j's target at token i is F[j, group of i] * s_i
+            for (i, &g) in seg.groups.iter().enumerate() {
+                let st = (w[i] / mean).sqrt() as f32;
+                t.scale[b * n + i] = st;
+                let g = g as usize;
+                if g < k {
+                    for j in 0..k {
+                        let v = fmat[j * k + g] * st;
+                        t.masks[(b * k + j) * n + i] = v;
+                        t.attn[(b * n + i) * k + j] = v;
+                    }
                 }
             }
         }
