@@ -2,7 +2,8 @@
 """Spectral vs random slot init: token FG-ARI against epoch, several seeds per arm.
 
 Runs `slotforge train` once per (arm, seed) on the same data and budget, then prints a
-markdown table (mean over seeds per epoch) and writes runs/compare-init/compare_init.json.
+markdown table (mean over seeds per epoch) and writes runs/compare-init/compare_init.json
+and the curves as runs/compare-init/token_fg_ari.png (one colour per arm, one line per seed).
 
     python3 scripts/compare_init.py [--config configs/quick.toml] [--seeds 0 1 2]
                                     [--minutes 3] [--epochs 6] [--budget-minutes M] [--rerun]
@@ -83,3 +84,10 @@ for i in range(n):
         per = "/".join(f"{x:.2f}" for x in vals)
         cells.append(f"{sum(vals) / len(vals):.3f} ({per})" if vals else "")
     print(f"| {i + 1} | " + " | ".join(cells) + " |")
+
+# the same curves as a picture: one colour per arm, one line per seed
+runs = [f"{arm}={os.path.join(a.out, f'{arm}-seed{seed}')}" for arm in a.arms for seed, v in results.get(arm, {}).items() if v]
+if runs:
+    png = os.path.join(a.out, "token_fg_ari.png")
+    subprocess.run([a.bin, "plot", *runs, "--metric", "token_fg_ari", "--out", png], check=True, stdout=subprocess.DEVNULL)
+    print(f"\nwrote {png}", file=sys.stderr)

@@ -103,6 +103,19 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// One metric of several runs as one PNG (e.g. token FG-ARI per epoch, spectral vs random).
+    Plot {
+        /// Runs: DIR (with metrics.jsonl), a .jsonl file, or LABEL=either; one label, one colour.
+        #[arg(required = true)]
+        runs: Vec<String>,
+        #[arg(long, default_value = "token_fg_ari")]
+        metric: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Log-scale y axis (for losses).
+        #[arg(long)]
+        log_y: bool,
+    },
     /// List every wgpu adapter with its backend, type and limits.
     Devices,
 }
@@ -208,6 +221,10 @@ fn run(cli: Cli) -> Result<()> {
             slotforge::train::commands::debug_spectral(&data, num_slots, &out, seed, config.as_deref())?;
         }
         Cmd::Bench { what, device, steps, batch, profile, config } => slotforge::bench::run(&what, device, steps, batch, profile, config.as_deref())?,
+        Cmd::Plot { runs, metric, out, log_y } => {
+            slotforge::train::commands::plot(&runs, &metric, &out, log_y)?;
+            println!("wrote {}", out.display());
+        }
         Cmd::Devices => {
             let list = slotforge::backend::list_adapters();
             if list.is_empty() {

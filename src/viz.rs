@@ -19,35 +19,105 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     crate::checkpoint::write_atomic(path, &bytes)
 }
 
-/// Line plot of one or more named series (x = index), with a light grid. Log-scale y when
-/// asked (loss curves span decades).
-pub fn plot_lines(series: &[(&str, Vec<f32>)], log_y: bool, path: &Path) -> Result<()> {
-    let (w, h, m) = (640u32, 360u32, 30u32);
+/// Text in the public-domain 8x8 bitmap font (`font8x8`), top-left corner at (x, y); pixels
+/// outside the image are dropped. Characters outside ASCII draw as '?'.
+pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, colour: Rgb<u8>) {
+    for (i, c) in text.chars().enumerate() {
+        let glyph = font8x8::legacy::BASIC_LEGACY[if c.is_ascii() { c as usize } else { '?' as usize }];
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..8 {
+                // bit 0 is the leftmost pixel of the row
+                let (px, py) = (x + i as i64 * 8 + col, y + row as i64);
+                if bits >> col & 1 == 1 && px >= 0 && py >= 0 && (px as u32) < img.width() && (py as u32) < img.height() {
+                    img.put_pixel(px as u32, py as u32, colour);
+                }
+            }
+        }
+    }
+}
+
+/// Round y-axis ticks covering [lo, hi]: a step of 1, 2 or 5 times a power of ten giving 3 to
+/// 7 ticks (whole decades on a log axis, whose values are log10). Returns (first, step, count).
+fn nice_ticks(lo: f32, hi: f32, log_y: bool) -> (f32, f32, usize) {
+    let raw = (hi - lo) / 5.0;
+    let step = if log_y {
+        raw.ceil().max(1.0)
+    } else {
+        let p = 10f32.powf(raw.log10().floor());
+        [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * p).find(|&s| s >= raw).unwrap()
+    };
+    let first = (lo / step).floor() * step;
+    let count = ((hi - first) / step - 1e-4).ceil().max(1.0) as usize + 1;
+    (first, step, count)
+}
+
+fn tick_label(v: f32, step: f32, log_y: bool) -> String {
+    if log_y {
+        return format!("1e{}", v.round() as i32);
+    }
+    let decimals = (-step.log10().floor()).max(0.0) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// Line colours: the palette without its pale entries, so thin lines stay visible on white.
+const LINE_COLOURS: [[u8; 3]; 8] = [
+    [230, 25, 75], [0, 130, 200], [60, 180, 75], [245, 130, 48], [145, 30, 180], [0, 128, 128], [240, 50, 230], [128, 0, 0],
+];
+
+/// Line plot of named series against x = 1, 2, ... (epochs, or logged steps): titled, with
+/// labelled axes and a legend. Series with the same name share a colour and one legend entry
+/// (e.g. the seeds of one arm). Log-scale y when asked (loss curves span decades); non-finite
+/// values leave a gap.
+pub fn plot_lines(title: &str, x_name: &str, series: &[(&str, Vec<f32>)], log_y: bool, path: &Path) -> Result<()> {
+    let mut names: Vec<&str> = Vec::new();
+    for (name, _) in series {
+        if !names.contains(name) {
+            names.push(name);
+        }
+    }
+    let legend_w = 8 * names.iter().map(|n| n.len()).max().unwrap_or(0) as u32 + 24;
+    let (left, right, top, bottom) = (64u32, 560u32, 24u32, 336u32);
+    let (w, h) = (right + 12 + legend_w, bottom + 32);
     let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
+    let ink = Rgb([60, 60, 60]);
+    draw_text(&mut img, left as i64, 6, title, ink);
     let tf = |v: f32| if log_y { v.max(1e-12).log10() } else { v };
     let vals: Vec<f32> = series.iter().flat_map(|(_, s)| s.iter().copied().filter(|v| v.is_finite()).map(tf)).collect();
-    if vals.is_empty() {
-        return save_png(&img, path);
-    }
     let (mut lo, mut hi) = vals.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-    if hi - lo < 1e-9 {
+    if vals.is_empty() {
+        (lo, hi) = (0.0, 1.0);
+    }
+    if hi - lo < 1e-6 {
         hi += 0.5;
         lo -= 0.5;
     }
-    for i in 0..=4 {
-        let y = m + i * (h - 2 * m) / 4;
-        for x in m..w - m {
+    // the axis spans whole ticks: a grid line and a label at each
+    let (first, step, count) = nice_ticks(lo, hi, log_y);
+    (lo, hi) = (first, first + step * (count - 1) as f32);
+    for t in 0..count {
+        let y = bottom - ((bottom - top) as f32 * t as f32 / (count - 1) as f32).round() as u32;
+        for x in left..=right {
             img.put_pixel(x, y, Rgb([225, 225, 225]));
         }
+        let label = tick_label(first + step * t as f32, step, log_y);
+        draw_text(&mut img, left as i64 - 6 - 8 * label.len() as i64, y as i64 - 4, &label, ink);
     }
+    // x ticks at 1, n and three points between; the axis name under the middle
     let n = series.iter().map(|(_, s)| s.len()).max().unwrap_or(1).max(2);
-    for (si, (_, s)) in series.iter().enumerate() {
-        let c = Rgb(PALETTE[si % PALETTE.len()]);
-        let pt = |i: usize, v: f32| -> (f32, f32) {
-            let x = m as f32 + (w - 2 * m) as f32 * i as f32 / (n - 1) as f32;
-            let y = (h - m) as f32 - (h - 2 * m) as f32 * (tf(v) - lo) / (hi - lo);
-            (x, y)
-        };
+    let x_at = |i: usize| left as f32 + (right - left) as f32 * i as f32 / (n - 1) as f32;
+    for t in 0..=4 {
+        let i = (t * (n - 1) + 2) / 4;
+        let label = (i + 1).to_string();
+        let x = x_at(i) as i64;
+        for dy in 0..4 {
+            img.put_pixel(x as u32, bottom + 1 + dy, ink);
+        }
+        draw_text(&mut img, x - 4 * label.len() as i64, bottom as i64 + 7, &label, ink);
+    }
+    draw_text(&mut img, ((left + right) / 2) as i64 - 4 * x_name.len() as i64, bottom as i64 + 20, x_name, ink);
+    for (name, s) in series {
+        let c = Rgb(LINE_COLOURS[names.iter().position(|m| m == name).unwrap() % LINE_COLOURS.len()]);
+        let pt = |i: usize, v: f32| (x_at(i), bottom as f32 - (bottom - top) as f32 * (tf(v) - lo) / (hi - lo));
         for i in 1..s.len() {
             if !(s[i - 1].is_finite() && s[i].is_finite()) {
                 continue;
@@ -66,12 +136,15 @@ pub fn plot_lines(series: &[(&str, Vec<f32>)], log_y: bool, path: &Path) -> Resu
                 }
             }
         }
-        // legend swatch
-        for x in 0..12 {
-            for y in 0..6 {
-                img.put_pixel(w - m - 14 + x, 6 + si as u32 * 9 + y, c);
+    }
+    for (k, name) in names.iter().enumerate() {
+        let (x, y) = (right + 12, top + 12 * k as u32);
+        for dx in 0..12 {
+            for dy in 0..6 {
+                img.put_pixel(x + dx, y + 1 + dy, Rgb(LINE_COLOURS[k % LINE_COLOURS.len()]));
             }
         }
+        draw_text(&mut img, (x + 16) as i64, y as i64, name, ink);
     }
     save_png(&img, path)
 }

@@ -205,6 +205,12 @@ fn fixture() -> tempfile::TempDir {
         put(r, &format!("cfg_{name}.toml"), text.as_bytes());
     }
 
+    // run logs for `plot`: two runs, a malformed one
+    let epoch = |e: usize, v: f64| format!("{{\"type\":\"epoch\",\"epoch\":{e},\"token_fg_ari\":{v}}}\n");
+    put(r, "run_a/metrics.jsonl", (1..=5).map(|e| epoch(e, 0.1 * e as f64)).collect::<String>().as_bytes());
+    put(r, "run_b/metrics.jsonl", (1..=3).map(|e| epoch(e, 0.9)).collect::<String>().as_bytes());
+    put(r, "bad.jsonl", format!("{}{{\"type\":\"epoch\",\n", epoch(1, 0.5)).as_bytes());
+
     // a regular file where an output directory would go
     put(r, "afile", b"I am a file\n");
     std::fs::create_dir_all(r.join("adir")).unwrap();
@@ -518,6 +524,27 @@ fn gen_data_errors() {
         ["gen-data", "--synthetic", "clevr-features", "--count", "-1", "--out", "o"] => ["invalid value '-1' for '--count <COUNT>'"];
         ["gen-data", "--synthetic", "clevr-features", "--count", "2", "--feat-dim", "0", "--out", "o"] => ["--feat-dim must be >= 1 (got 0)"];
         ["gen-data", "--synthetic", "clevr-features", "--count", "2"] => ["the following required arguments were not provided", "--out"];
+    ]);
+}
+
+#[test]
+fn plot_errors() {
+    let t = fixture();
+    let r = t.path();
+    check_ok(r, &["plot", "random=run_a", "spectral=run_b/metrics.jsonl", "--out", "ctl.png"]);
+    // the control's picture: both labels' colours are drawn, and the y axis spans the values
+    let img = image::open(r.join("ctl.png")).unwrap().to_rgb8();
+    let has = |c: [u8; 3]| img.pixels().any(|p| p.0 == c);
+    assert!(has([230, 25, 75]) && has([0, 130, 200]), "two runs with two labels should draw two colours");
+    assert!(!has([60, 180, 75]), "no third colour for two labels");
+    check_cases(r, &cases![
+        ["plot", "nothere", "--out", "o.png"] => ["nothere: cannot read"];
+        ["plot", "bad.jsonl", "--out", "o.png"] => ["bad.jsonl:2: not a JSON line"];
+        ["plot", "run_a", "--metric", "nonsense", "--out", "o.png"] => ["run_a/metrics.jsonl: no epoch or step line has \"nonsense\""];
+        ["plot", "run_a", "--out", "o.jpg"] => ["--out o.jpg: must end in .png"];
+        ["plot", "run_a", "--out", "afile/o.png"] => ["cannot write afile/o.png: afile is a file, not a directory"];
+        ["plot", "run_a", "--out", "nodir/o.png"] => ["cannot write nodir/o.png: the directory nodir does not exist"];
+        ["plot", "--out", "o.png"] => ["the following required arguments were not provided", "<RUNS>"];
     ]);
 }
 

@@ -1,5 +1,5 @@
-//! `eval`, `infer`, `score` and `debug-spectral`: thin layers over the model, the metrics
-//! and the spectral module.
+//! `eval`, `infer`, `score`, `debug-spectral` and `plot`: thin layers over the model, the metrics,
+//! the spectral module and the PNG writers.
 
 use std::path::Path;
 
@@ -160,4 +160,39 @@ pub fn debug_spectral(data: &Path, k: usize, out: &Path, seed: u64, config: Opti
     eprintln!("{}", diag.summary());
     super::spectral_init::check_collapse(diag.similarity_raw, diag.similarity_centered, diag.scenes)?;
     Ok(diag)
+}
+
+/// `slotforge plot`: one metric of several runs as one PNG, e.g. token FG-ARI per epoch of the
+/// arms and seeds of an init comparison. Each run is `DIR` (holding metrics.jsonl), a .jsonl
+/// file, or `LABEL=` either; runs with the same label share a colour. The metric is taken from
+/// the epoch lines when they have it, else from the step lines.
+pub fn plot(runs: &[String], metric: &str, out: &Path, log_y: bool) -> Result<()> {
+    ensure!(out.extension().is_some_and(|e| e == "png"), "--out {}: must end in .png", out.display());
+    crate::checkpoint::check_output_file(out)?;
+    let mut series = Vec::new();
+    let mut x_name = "epoch";
+    for run in runs {
+        let (label, path) = match run.split_once('=') {
+            Some((l, p)) if !l.is_empty() => (l.to_string(), Path::new(p).to_path_buf()),
+            _ => (Path::new(run).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| run.clone()), Path::new(run).to_path_buf()),
+        };
+        let file = if path.is_dir() { path.join("metrics.jsonl") } else { path };
+        let text = std::fs::read_to_string(&file).with_context(|| format!("{}: cannot read", file.display()))?;
+        let mut lines = Vec::new();
+        for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(l).with_context(|| format!("{}:{}: not a JSON line", file.display(), i + 1))?;
+            lines.push(v);
+        }
+        let of_type = |ty: &str| -> Vec<&serde_json::Value> { lines.iter().filter(|v| v["type"] == ty && v.get(metric).is_some()).collect() };
+        let (rows, ty) = match (of_type("epoch"), of_type("step")) {
+            (e, _) if !e.is_empty() => (e, "epoch"),
+            (_, s) if !s.is_empty() => (s, "step"),
+            _ => anyhow::bail!("{}: no epoch or step line has \"{metric}\"", file.display()),
+        };
+        x_name = if ty == "epoch" { "epoch" } else { "logged step" };
+        // a value that is not a number (NaN is written as null) leaves a gap
+        series.push((label, rows.iter().map(|v| v[metric].as_f64().map_or(f32::NAN, |x| x as f32)).collect::<Vec<f32>>()));
+    }
+    let named: Vec<(&str, Vec<f32>)> = series.iter().map(|(l, s)| (l.as_str(), s.clone())).collect();
+    crate::viz::plot_lines(metric, x_name, &named, log_y, out)
 }

@@ -376,8 +376,11 @@ fn plot_history(history: &[serde_json::Value], out: &Path) -> Result<()> {
     let series = |ty: &str, key: &str| -> Vec<f32> {
         history.iter().filter(|r| r["type"] == ty).filter_map(|r| r[key].as_f64()).map(|v| v as f32).collect()
     };
-    crate::viz::plot_lines(&[("recon", series("step", "recon")), ("total", series("step", "total"))], true, &out.join("loss.png"))?;
+    let loss = [("recon", series("step", "recon")), ("total", series("step", "total"))];
+    crate::viz::plot_lines("training loss", "logged step", &loss, true, &out.join("loss.png"))?;
     crate::viz::plot_lines(
+        "held-out scores",
+        "epoch",
         &[("token_fg_ari", series("epoch", "token_fg_ari")), ("fg_ari", series("epoch", "fg_ari")), ("mbo", series("epoch", "mbo"))],
         false,
         &out.join("fg_ari.png"),
