@@ -1,4 +1,4 @@
-//! `slotforge bench step|kernels`: one JSON line per result.
+//! `slotforge bench step|kernels|spectral`: one JSON line per result.
 
 use std::time::Instant;
 
@@ -18,9 +18,10 @@ pub fn reference_config() -> ModelConfig {
 
 pub fn run(what: &str, device: DeviceKind, steps: usize, batch: usize, profile: bool, config: Option<&std::path::Path>) -> Result<()> {
     match what {
-        "step" => bench_step(device, steps, batch, profile, config),
+        "step" => bench_step(device, steps, batch, profile, config).map(|_| ()),
         "kernels" => crate::bench_kernels::run(device),
-        other => bail!("unknown benchmark {other:?}: expected `step` or `kernels`"),
+        "spectral" => bench_spectral(device, steps, batch, config),
+        other => bail!("unknown benchmark {other:?}: expected `step`, `kernels` or `spectral`"),
     }
 }
 
@@ -39,7 +40,8 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// One training step of the reference feature model on random features, or with `config` (a
 /// run config) of the model that run trains (feature or pixel) on a batch of its data.
-pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool, config: Option<&std::path::Path>) -> Result<()> {
+/// Returns the median step time in seconds.
+pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool, config: Option<&std::path::Path>) -> Result<f64> {
     let (device, why) = open_device(kind)?;
     eprintln!("device: {} ({why})", device.name());
     let mut model = match config {
@@ -111,5 +113,84 @@ pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool, c
         "threads": rayon::current_num_threads(),
     });
     println!("{rec}");
+    Ok(med)
+}
+
+/// min and median of `reps` timings of `f`, in milliseconds.
+fn time_ms(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let min = t.iter().cloned().fold(f64::MAX, f64::min);
+    (min, median(&mut t))
+}
+
+/// What the spectral init costs, on `batch` scenes of the run config's data (default: the
+/// default run's): per scene on one thread, the affinity, the K smallest nontrivial eigenpairs
+/// with the full decomposition and with Lanczos, and a whole segmentation with each; then the
+/// batch segmented in parallel as training does it, and that time against one training step of
+/// the same config and batch. Training segments each scene once (the features are frozen) and
+/// caches it, so per step the init is only the segment means inside the step's graph.
+pub fn bench_spectral(kind: DeviceKind, steps: usize, batch: usize, config: Option<&std::path::Path>) -> Result<()> {
+    use crate::spectral::{normalized_affinity, segment, smallest_nontrivial, Solver};
+    use crate::train::spectral_init::{segment_scenes, spectral_config, spectral_tokens};
+    let tc = match config {
+        Some(p) => crate::train::config::TrainConfig::from_file(p)?,
+        None => crate::train::config::TrainConfig::default(),
+    };
+    tc.validate()?;
+    let data = match &tc.data {
+        Some(dir) => crate::data::Dataset::load(dir)?,
+        None => crate::data::synthetic::generate(&tc.synthetic, batch, tc.seed, tc.feat_dim)?,
+    };
+    anyhow::ensure!(data.count >= batch, "{} scenes, fewer than the batch of {batch}", data.count);
+    let (n, k, cfg) = (data.tokens(), tc.num_slots, spectral_config(&tc));
+    let m = k.min(n - 1);
+    let single = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let mut rows: Vec<[(f64, f64); 5]> = Vec::new();
+    single.install(|| {
+        for s in 0..batch {
+            let (tokens, f) = spectral_tokens(&data, s);
+            let aff = normalized_affinity(&tokens, n, f, data.grid, &cfg);
+            let with = |solver| crate::spectral::SpectralConfig { solver, ..cfg.clone() };
+            let (full, lanczos) = (with(Solver::Full), with(Solver::Lanczos));
+            rows.push([
+                time_ms(3, || drop(normalized_affinity(&tokens, n, f, data.grid, &cfg))),
+                time_ms(3, || drop(smallest_nontrivial(&aff, m, Solver::Full, cfg.seed))),
+                time_ms(3, || drop(smallest_nontrivial(&aff, m, Solver::Lanczos, cfg.seed))),
+                time_ms(3, || drop(segment(&tokens, n, f, data.grid, k, &full))),
+                time_ms(3, || drop(segment(&tokens, n, f, data.grid, k, &lanczos))),
+            ]);
+        }
+    });
+    let names = ["affinity", "eigs_full", "eigs_lanczos", "segment_full", "segment_lanczos"];
+    let scenes: Vec<usize> = (0..batch).collect();
+    let (_, batch_ms) = time_ms(3, || drop(segment_scenes(&data, &scenes, k, &cfg)));
+    let mut rec = serde_json::Map::new();
+    rec.insert("bench".into(), json!("spectral"));
+    rec.insert("tokens".into(), json!(n));
+    rec.insert("feat_dim".into(), json!(data.feat_dim));
+    rec.insert("eigenpairs".into(), json!(m));
+    rec.insert("scenes".into(), json!(batch));
+    for (i, name) in names.iter().enumerate() {
+        // per scene: the min over repeats, then min and median over scenes
+        let mut per: Vec<f64> = rows.iter().map(|r| r[i].0).collect();
+        rec.insert(format!("{name}_ms_min"), json!(per.iter().cloned().fold(f64::MAX, f64::min)));
+        rec.insert(format!("{name}_ms_median"), json!(median(&mut per)));
+    }
+    rec.insert("batch_segment_ms".into(), json!(batch_ms));
+    rec.insert("batch_segment_ms_per_scene".into(), json!(batch_ms / batch as f64));
+    rec.insert("threads".into(), json!(rayon::current_num_threads()));
+    if steps > 0 {
+        let step_s = bench_step(kind, steps, batch, false, config)?;
+        rec.insert("step_s".into(), json!(step_s));
+        // uncached (every step segmenting its batch) against cached (once per scene per run)
+        rec.insert("segment_share_of_step_uncached".into(), json!(batch_ms / 1e3 / (step_s + batch_ms / 1e3)));
+    }
+    println!("{}", serde_json::Value::Object(rec));
     Ok(())
 }

@@ -84,7 +84,8 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Benchmarks: `kernels` (every kernel family) or `step` (one training step); JSON lines.
+    /// Benchmarks: `kernels` (every kernel family), `step` (one training step) or `spectral`
+    /// (the spectral init per scene: full vs Lanczos, batch, share of a step); JSON lines.
     #[command(allow_negative_numbers = true)]
     Bench {
         what: String,
