@@ -104,12 +104,13 @@
 //! `kmax` eigenvalues even when most of them sit in the dense bulk near 1 (a scene with 3
 //! objects and 11 slots), so it runs about 140-160 steps at N = 256; its convergence checks are
 //! `O(p^2)` (QL on the tridiagonal matrix, tracking only the last row) and its Ritz vectors come
-//! from inverse iteration, so the steps dominate. Measured on the 2-core development machine
-//! (release build, other jobs running; min / median ms per scene, N = 256, F = 768, 11
-//! eigenpairs): full `SymmetricEigen` 17.8 / 28.2, Lanczos 6.8 / 10.9; the affinity 2.8 / 3.3;
-//! a whole [`segment`] 29.6 / 35.0 with the full solver, 17.6 / 26.5 with Lanczos (the rest is
-//! k-means and the group splits). For reference, numpy `eigh` plus scikit-learn k-means took
-//! about 37 ms per scene here.
+//! from inverse iteration, so the steps dominate. Measured with `slotforge bench spectral
+//! --config configs/clevr10-features.toml --batch 64` (idle 2-core machine, one thread per
+//! scene; min / median ms per scene over 64 scenes, N = 256, F = 768, 11 eigenpairs): the
+//! affinity 2.7 / 2.9; full `SymmetricEigen` 12.9 / 13.9, Lanczos 1.0 / 1.4; a whole
+//! [`segment`] 16.1 / 22.6 with the full solver, 4.3 / 8.5 with Lanczos (the rest is k-means
+//! and the group splits); the batch of 64 on 2 threads 281 ms (4.4 ms a scene). For
+//! reference, numpy `eigh` plus scikit-learn k-means took about 37 ms per scene here.
 //!
 //! # Gradients
 //! None flow through the init. The eigendecomposition is a discrete choice (which segment
