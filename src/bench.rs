@@ -9,6 +9,7 @@ use crate::backend::{open_device, Device, DeviceKind};
 use crate::model::init::init_params;
 use crate::model::{AnyConfig, Model, ModelConfig};
 use crate::ops::optim::{Adam, AdamConfig};
+use crate::train::config::TrainConfig;
 
 /// The reference-scale feature model of the step benchmark (and of the PyTorch baseline in
 /// `benches/torch_step.py`): N = 256, F = 768, D = 128, K = 11, T = 3, MLP 512, decoder 3 x 512.
@@ -38,6 +39,23 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The run config at `path` (default: the default run's) and its data: the data dir it names,
+/// else `batch` scenes of its synthetic set. At least `batch` scenes, or an error.
+fn bench_data(path: Option<&std::path::Path>, batch: usize) -> Result<(TrainConfig, crate::data::Dataset)> {
+    let tc = match path {
+        Some(p) => TrainConfig::from_file(p)?,
+        None => TrainConfig::default(),
+    };
+    tc.validate()?;
+    let data = match &tc.data {
+        Some(dir) => crate::data::Dataset::load(dir)?,
+        None => crate::data::synthetic::generate(&tc.synthetic, batch, tc.seed, tc.feat_dim)?,
+    };
+    let source = path.map_or("the default run".to_string(), |p| p.display().to_string());
+    anyhow::ensure!(data.count >= batch, "{source}: {} scenes, fewer than the batch of {batch}", data.count);
+    Ok((tc, data))
+}
+
 /// One training step of the reference feature model on random features, or with `config` (a
 /// run config) of the model that run trains (feature or pixel) on a batch of its data.
 /// Returns the median step time in seconds.
@@ -58,13 +76,7 @@ pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool, c
             model
         }
         Some(path) => {
-            let tc = crate::train::config::TrainConfig::from_file(path)?;
-            tc.validate()?;
-            let data = match &tc.data {
-                Some(dir) => crate::data::Dataset::load(dir)?,
-                None => crate::data::synthetic::generate(&tc.synthetic, batch, tc.seed, tc.feat_dim)?,
-            };
-            anyhow::ensure!(data.count >= batch, "{}: {} scenes, fewer than the batch of {batch}", path.display(), data.count);
+            let (tc, data) = bench_data(Some(path), batch)?;
             let cfg = crate::train::run::model_config(&tc, &data)?;
             eprintln!("{} model of {}: {}", cfg.name(), path.display(), cfg.to_json());
             let mut model = Model::new(&cfg, batch, device.clone())?;
@@ -138,16 +150,7 @@ fn time_ms(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
 pub fn bench_spectral(kind: DeviceKind, steps: usize, batch: usize, config: Option<&std::path::Path>) -> Result<()> {
     use crate::spectral::{normalized_affinity, segment, smallest_nontrivial, Solver};
     use crate::train::spectral_init::{segment_scenes, spectral_config, spectral_tokens};
-    let tc = match config {
-        Some(p) => crate::train::config::TrainConfig::from_file(p)?,
-        None => crate::train::config::TrainConfig::default(),
-    };
-    tc.validate()?;
-    let data = match &tc.data {
-        Some(dir) => crate::data::Dataset::load(dir)?,
-        None => crate::data::synthetic::generate(&tc.synthetic, batch, tc.seed, tc.feat_dim)?,
-    };
-    anyhow::ensure!(data.count >= batch, "{} scenes, fewer than the batch of {batch}", data.count);
+    let (tc, data) = bench_data(config, batch)?;
     let (n, k, cfg) = (data.tokens(), tc.num_slots, spectral_config(&tc));
     let m = k.min(n - 1);
     let single = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;

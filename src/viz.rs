@@ -68,11 +68,11 @@ const LINE_COLOURS: [[u8; 3]; 8] = [
 /// labelled axes and a legend. Series with the same name share a colour and one legend entry
 /// (e.g. the seeds of one arm). Log-scale y when asked (loss curves span decades); non-finite
 /// values leave a gap.
-pub fn plot_lines(title: &str, x_name: &str, series: &[(&str, Vec<f32>)], log_y: bool, path: &Path) -> Result<()> {
+pub fn plot_lines<S: AsRef<str>>(title: &str, x_name: &str, series: &[(S, Vec<f32>)], log_y: bool, path: &Path) -> Result<()> {
     let mut names: Vec<&str> = Vec::new();
     for (name, _) in series {
-        if !names.contains(name) {
-            names.push(name);
+        if !names.contains(&name.as_ref()) {
+            names.push(name.as_ref());
         }
     }
     let legend_w = 8 * names.iter().map(|n| n.len()).max().unwrap_or(0) as u32 + 24;
@@ -116,7 +116,7 @@ pub fn plot_lines(title: &str, x_name: &str, series: &[(&str, Vec<f32>)], log_y:
     }
     draw_text(&mut img, ((left + right) / 2) as i64 - 4 * x_name.len() as i64, bottom as i64 + 20, x_name, ink);
     for (name, s) in series {
-        let c = Rgb(LINE_COLOURS[names.iter().position(|m| m == name).unwrap() % LINE_COLOURS.len()]);
+        let c = Rgb(LINE_COLOURS[names.iter().position(|m| *m == name.as_ref()).unwrap() % LINE_COLOURS.len()]);
         let pt = |i: usize, v: f32| (x_at(i), bottom as f32 - (bottom - top) as f32 * (tf(v) - lo) / (hi - lo));
         for i in 1..s.len() {
             if !(s[i - 1].is_finite() && s[i].is_finite()) {

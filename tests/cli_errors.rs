@@ -210,6 +210,8 @@ fn fixture() -> tempfile::TempDir {
     put(r, "run_a/metrics.jsonl", (1..=5).map(|e| epoch(e, 0.1 * e as f64)).collect::<String>().as_bytes());
     put(r, "run_b/metrics.jsonl", (1..=3).map(|e| epoch(e, 0.9)).collect::<String>().as_bytes());
     put(r, "bad.jsonl", format!("{}{{\"type\":\"epoch\",\n", epoch(1, 0.5)).as_bytes());
+    put(r, "bench.toml", format!("{TINY_TOML}data = \"good\"\n").as_bytes());
+    put(r, "steps.jsonl", b"{\"type\":\"step\",\"step\":1,\"token_fg_ari\":0.2}\n");
 
     // a regular file where an output directory would go
     put(r, "afile", b"I am a file\n");
@@ -541,10 +543,25 @@ fn plot_errors() {
         ["plot", "nothere", "--out", "o.png"] => ["nothere: cannot read"];
         ["plot", "bad.jsonl", "--out", "o.png"] => ["bad.jsonl:2: not a JSON line"];
         ["plot", "run_a", "--metric", "nonsense", "--out", "o.png"] => ["run_a/metrics.jsonl: no epoch or step line has \"nonsense\""];
+        ["plot", "run_a", "steps.jsonl", "--out", "o.png"] => ["steps.jsonl: has \"token_fg_ari\" per step but run_a/metrics.jsonl has it per epoch"];
         ["plot", "run_a", "--out", "o.jpg"] => ["--out o.jpg: must end in .png"];
         ["plot", "run_a", "--out", "afile/o.png"] => ["cannot write afile/o.png: afile is a file, not a directory"];
         ["plot", "run_a", "--out", "nodir/o.png"] => ["cannot write nodir/o.png: the directory nodir does not exist"];
         ["plot", "--out", "o.png"] => ["the following required arguments were not provided", "<RUNS>"];
+    ]);
+}
+
+/// `bench`: an unknown benchmark, and a batch larger than the config's data.
+#[test]
+fn bench_errors() {
+    let t = fixture();
+    let r = t.path();
+    check_ok(r, &["bench", "step", "--config", "bench.toml", "--batch", "2", "--steps", "1"]);
+    check_cases(r, &cases![
+        ["bench", "nonsense"] => ["unknown benchmark \"nonsense\": expected `step`, `kernels` or `spectral`"];
+        ["bench", "step", "--config", "bench.toml", "--batch", "7"] => ["bench.toml: 6 scenes, fewer than the batch of 7"];
+        ["bench", "spectral", "--config", "bench.toml", "--batch", "7"] => ["bench.toml: 6 scenes, fewer than the batch of 7"];
+        ["bench", "step", "--config", "nothere.toml"] => ["nothere.toml"];
     ]);
 }
 

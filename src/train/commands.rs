@@ -170,7 +170,7 @@ pub fn plot(runs: &[String], metric: &str, out: &Path, log_y: bool) -> Result<()
     ensure!(out.extension().is_some_and(|e| e == "png"), "--out {}: must end in .png", out.display());
     crate::checkpoint::check_output_file(out)?;
     let mut series = Vec::new();
-    let mut x_name = "epoch";
+    let mut level: Option<(&str, std::path::PathBuf)> = None;
     for run in runs {
         let (label, path) = match run.split_once('=') {
             Some((l, p)) if !l.is_empty() => (l.to_string(), Path::new(p).to_path_buf()),
@@ -189,10 +189,22 @@ pub fn plot(runs: &[String], metric: &str, out: &Path, log_y: bool) -> Result<()
             (_, s) if !s.is_empty() => (s, "step"),
             _ => anyhow::bail!("{}: no epoch or step line has \"{metric}\"", file.display()),
         };
-        x_name = if ty == "epoch" { "epoch" } else { "logged step" };
+        // one x axis: epochs and logged steps of different runs do not line up
+        match level {
+            None => level = Some((ty, file.clone())),
+            Some((first, ref first_file)) => ensure!(
+                first == ty,
+                "{}: has \"{metric}\" per {ty} but {} has it per {first}; plot runs of one level",
+                file.display(),
+                first_file.display()
+            ),
+        }
         // a value that is not a number (NaN is written as null) leaves a gap
         series.push((label, rows.iter().map(|v| v[metric].as_f64().map_or(f32::NAN, |x| x as f32)).collect::<Vec<f32>>()));
     }
-    let named: Vec<(&str, Vec<f32>)> = series.iter().map(|(l, s)| (l.as_str(), s.clone())).collect();
-    crate::viz::plot_lines(metric, x_name, &named, log_y, out)
+    let x_name = match level {
+        Some(("step", _)) => "logged step",
+        _ => "epoch",
+    };
+    crate::viz::plot_lines(metric, x_name, &series, log_y, out)
 }
