@@ -1,7 +1,6 @@
 //! Tests of the spectral slot init (src/spectral.rs) on synthetic token scenes.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -537,62 +536,6 @@ fn pictures_are_written() {
         std::fs::copy(&seg_path, format!("{dir}/segments.png")).unwrap();
         std::fs::copy(&pca_path, format!("{dir}/slots_pca.png")).unwrap();
     }
-}
-
-/// Prints ms per scene at N = 256 (F = 768) for the two solvers: the minimum and the median
-/// over 5 scenes x 3 runs (the minimum is the figure least disturbed by other processes).
-/// Build with --release for meaningful figures:
-/// `cargo test --release --test spectral solver_timing -- --nocapture`.
-#[test]
-fn solver_timing() {
-    let f = 768;
-    let scenes: Vec<Vec<f32>> = (0..5u64)
-        .map(|s| blob_scene(700 + s, 2 + s as usize, 0.5, f).0)
-        .collect();
-    let cfg = SpectralConfig::default();
-    let stats = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (v[0], v[v.len() / 2])
-    };
-    let time = |run: &dyn Fn(usize)| {
-        let mut ms = Vec::new();
-        for _ in 0..3 {
-            for i in 0..scenes.len() {
-                let t = Instant::now();
-                run(i);
-                ms.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        stats(ms)
-    };
-    let affs: Vec<NormalizedAffinity> = scenes
-        .iter()
-        .map(|s| normalized_affinity(s, N, f, (H, W), &cfg))
-        .collect();
-    let aff = time(&|i| {
-        std::hint::black_box(normalized_affinity(&scenes[i], N, f, (H, W), &cfg));
-    });
-    let full = time(&|i| {
-        std::hint::black_box(smallest_nontrivial(&affs[i], 11, Solver::Full, 0));
-    });
-    let lanczos = time(&|i| {
-        std::hint::black_box(smallest_nontrivial(&affs[i], 11, Solver::Lanczos, 0));
-    });
-    let seg = |solver| {
-        let c = SpectralConfig {
-            solver,
-            ..cfg.clone()
-        };
-        time(&|i| {
-            std::hint::black_box(segment(&scenes[i], N, f, (H, W), 11, &c));
-        })
-    };
-    let (seg_full, seg_lanczos) = (seg(Solver::Full), seg(Solver::Lanczos));
-    println!(
-        "spectral timing, N=256 F=768, 11 nontrivial eigenpairs, ms per scene (min / median): affinity {:.2} / {:.2}; \
-         eigen full {:.2} / {:.2}, lanczos {:.2} / {:.2}; whole segment() full {:.2} / {:.2}, lanczos {:.2} / {:.2}",
-        aff.0, aff.1, full.0, full.1, lanczos.0, lanczos.1, seg_full.0, seg_full.1, seg_lanczos.0, seg_lanczos.1
-    );
 }
 
 #[test]
