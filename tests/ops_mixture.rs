@@ -145,31 +145,6 @@ fn mixture_values() {
     }
 }
 
-/// CPU speed at the reference scale (B=16, K=11, N=256, C=769). Run by hand:
-/// `cargo test --release --test ops_mixture -- --ignored --nocapture`
-#[test]
-#[ignore]
-fn cpu_reference_scale_timing() {
-    let (b, k, n, c) = (16, 11, 256, 769);
-    let mut g = Graph::new();
-    let dec = g.param("dec", &[b, k, n, c]);
-    let alpha = g.alpha_softmax(dec);
-    let recon = g.alpha_combine(dec, alpha);
-    let loss = g.mean(recon);
-    let mut ex = Executor::new(g, Device::Cpu).unwrap();
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    ex.set(dec, &randn(&mut rng, b * k * n * c));
-    ex.forward_backward(loss);
-    let t = std::time::Instant::now();
-    ex.forward();
-    let fwd = t.elapsed();
-    let t = std::time::Instant::now();
-    for _ in 0..5 {
-        ex.forward_backward(loss);
-    }
-    println!("mixture at reference scale: forward {fwd:?}, forward+backward {:?}", t.elapsed() / 5);
-}
-
 /// Forward output and input gradients on the CPU for upstream gradient `up`.
 fn cpu_eval(g: Graph, out: slotforge::graph::Var, inputs: &[(slotforge::graph::Var, Vec<f32>)], up: &[f32]) -> (Vec<f32>, Vec<Vec<f32>>) {
     let mut ex = Executor::new(g, Device::Cpu).unwrap();
