@@ -18,6 +18,8 @@
 //!    generator (16x16, F = 64, 1-6 objects, 24 scenes per noise level) the mean ARI was
 //!    0.67 / 0.95 / 1.00 / 1.00 for `p` = 1 / 2 / 3 / 4 at noise 0.5, and 0.81 / 0.95 / 0.98 for
 //!    `p` = 2 / 3 / 4 at noise 1.0 (within-object cosine 0.5). `p = 1` remains available.
+//!    Training sets `p = 16` (`TrainConfig::spectral_affinity_power`): on the 768-dim CLEVR-like
+//!    features `p = 4` leaves about one segment per scene (test `affinity_power_sweep`).
 //!    The optional spatial term is multiplicative: `A_ij *= 1 + spatial_weight * exp(-r_ij^2 /
 //!    (2 sigma^2))`, `r_ij` the distance on the token grid. It only strengthens affinities between
 //!    tokens that are already similar, so it never glues a small object to the background next
