@@ -1457,6 +1457,12 @@ fn fallback_direction(slot: usize, d: usize, accepted: &[Vec<f64>]) -> Vec<f64> 
     e
 }
 
+/// `v / norm` if its cosine to every accepted direction is at most [`DUPLICATE_COS`].
+fn unit_if_distinct(v: &[f64], norm: f64, accepted: &[Vec<f64>]) -> Option<Vec<f64>> {
+    let u: Vec<f64> = v.iter().map(|x| x / norm).collect();
+    accepted.iter().all(|a| dot(a, &u) <= DUPLICATE_COS).then_some(u)
+}
+
 /// The unit direction of `v` made distinct from `accepted`: orthogonalized against them when
 /// they do not yet span the space (accepted if at least 1e-3 of `v` remains), otherwise
 /// accepted as is when its cosine to every accepted direction is at most [`DUPLICATE_COS`].
@@ -1481,12 +1487,7 @@ fn make_distinct(v: &[f64], tol: f64, accepted: &[Vec<f64>], d: usize) -> Option
         }
         None
     } else {
-        let u: Vec<f64> = v.iter().map(|x| x / n0).collect();
-        if accepted.iter().all(|a| dot(a, &u) <= DUPLICATE_COS) {
-            Some(u)
-        } else {
-            None
-        }
+        unit_if_distinct(v, n0, accepted)
     }
 }
 
@@ -1574,12 +1575,7 @@ pub fn slot_init(
             if !usable {
                 None
             } else {
-                let u: Vec<f64> = c.iter().map(|x| x / nc).collect();
-                if accepted.iter().all(|a| dot(a, &u) <= DUPLICATE_COS) {
-                    Some(u)
-                } else {
-                    make_distinct(&c, tol, &accepted, d)
-                }
+                unit_if_distinct(&c, nc, &accepted).or_else(|| make_distinct(&c, tol, &accepted, d))
             }
         } else if slot < seg.num_groups {
             let parent = seg.group_segment[slot] as usize;
