@@ -110,6 +110,19 @@ impl Conv2d {
         (lo < hi).then(|| (iy, lo, hi, x0 + lo - self.pad))
     }
 
+    /// Output rows `r0..r1` as GEMM rows of patches: `x` itself for a pointwise conv, else
+    /// unfolded into `cols`.
+    fn patch_rows<'a>(&self, x: &'a [f32], r0: usize, r1: usize, cols: &'a mut Vec<f32>) -> &'a [f32] {
+        let k = self.k();
+        if self.pointwise() {
+            &x[r0 * k..r1 * k]
+        } else {
+            cols.resize((r1 - r0) * k, 0.0);
+            self.im2col(x, r0, r1, cols);
+            &cols[..]
+        }
+    }
+
     /// cols[r - r0, :] for global output rows r in [r0, r1), from all of x.
     fn im2col(&self, x: &[f32], r0: usize, r1: usize, cols: &mut [f32]) {
         let (k, cin, kw) = (self.k(), self.cin, self.kw);
@@ -163,13 +176,7 @@ impl Conv2d {
                 Some(b) => yb.chunks_exact_mut(cout).for_each(|row| row.copy_from_slice(b)),
                 None => yb.fill(0.0),
             }
-            let lhs = if self.pointwise() {
-                &x[r0 * k..r1 * k]
-            } else {
-                cols.resize((r1 - r0) * k, 0.0);
-                self.im2col(x, r0, r1, cols);
-                &cols[..]
-            };
+            let lhs = self.patch_rows(x, r0, r1, cols);
             mm(r1 - r0, cout, k, yb, (cout, 1), true, lhs, (k, 1), &wk, (cout, 1), par);
         };
         if par_blocks {
@@ -237,13 +244,7 @@ impl Conv2d {
         // per-block GEMM in f32 (sums of <= blk terms), blocks summed in f64
         let block = |bi: usize, acc: &mut Vec<f64>, cols: &mut Vec<f32>, part: &mut Vec<f32>| {
             let (r0, r1) = (bi * blk, ((bi + 1) * blk).min(rows));
-            let lhs = if self.pointwise() {
-                &x[r0 * k..r1 * k]
-            } else {
-                cols.resize((r1 - r0) * k, 0.0);
-                self.im2col(x, r0, r1, cols);
-                &cols[..]
-            };
+            let lhs = self.patch_rows(x, r0, r1, cols);
             part.resize(k * cout, 0.0);
             mm(k, cout, r1 - r0, part, (cout, 1), false, lhs, (1, k), &gy[r0 * cout..r1 * cout], (cout, 1), par);
             acc.iter_mut().zip(part.iter()).for_each(|(a, &p)| *a += p as f64);
