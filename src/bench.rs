@@ -19,7 +19,10 @@ pub fn reference_config() -> ModelConfig {
 
 pub fn run(what: &str, device: DeviceKind, steps: usize, batch: usize, profile: bool, config: Option<&std::path::Path>) -> Result<()> {
     match what {
-        "step" => bench_step(device, steps, batch, profile, config).map(|_| ()),
+        "step" => {
+            let run = config.map(|p| bench_data(Some(p), batch).map(|(tc, data)| (p, tc, data))).transpose()?;
+            bench_step(device, steps, batch, profile, run.as_ref().map(|(p, tc, data)| (*p, tc, data))).map(|_| ())
+        }
         "kernels" => crate::bench_kernels::run(device),
         "spectral" => bench_spectral(device, steps, batch, config),
         other => bail!("unknown benchmark {other:?}: expected `step`, `kernels` or `spectral`"),
@@ -56,13 +59,13 @@ fn bench_data(path: Option<&std::path::Path>, batch: usize) -> Result<(TrainConf
     Ok((tc, data))
 }
 
-/// One training step of the reference feature model on random features, or with `config` (a
-/// run config) of the model that run trains (feature or pixel) on a batch of its data.
-/// Returns the median step time in seconds.
-pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool, config: Option<&std::path::Path>) -> Result<f64> {
+/// One training step of the reference feature model on random features, or with `run` (a run
+/// config's path, the config and its data, from [`bench_data`]) of the model that run trains
+/// (feature or pixel) on a batch of its data. Returns the median step time in seconds.
+pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool, run: Option<(&std::path::Path, &TrainConfig, &crate::data::Dataset)>) -> Result<f64> {
     let (device, why) = open_device(kind)?;
     eprintln!("device: {} ({why})", device.name());
-    let mut model = match config {
+    let mut model = match run {
         None => {
             let cfg = reference_config();
             let mut model = Model::new(&AnyConfig::Feature(cfg.clone()), batch, device.clone())?;
@@ -75,16 +78,15 @@ pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool, c
             }
             model
         }
-        Some(path) => {
-            let (tc, data) = bench_data(Some(path), batch)?;
-            let cfg = crate::train::run::model_config(&tc, &data)?;
+        Some((path, tc, data)) => {
+            let cfg = crate::train::run::model_config(tc, data)?;
             eprintln!("{} model of {}: {}", cfg.name(), path.display(), cfg.to_json());
             let mut model = Model::new(&cfg, batch, device.clone())?;
             model.set_params(&cfg.init_params(0))?;
             let mut rng = crate::train::run::step_rng(0, 9, 0);
             let noise = crate::train::run::randn(&mut rng, batch * cfg.num_slots() * cfg.slot_dim(), 1.0);
             let scenes: Vec<usize> = (0..batch).collect();
-            model.feed(&data, &scenes, &noise, None, 1e-4);
+            model.feed(data, &scenes, &noise, None, 1e-4);
             model
         }
     };
@@ -189,7 +191,7 @@ pub fn bench_spectral(kind: DeviceKind, steps: usize, batch: usize, config: Opti
     rec.insert("batch_segment_ms_per_scene".into(), json!(batch_ms / batch as f64));
     rec.insert("threads".into(), json!(rayon::current_num_threads()));
     if steps > 0 {
-        let step_s = bench_step(kind, steps, batch, false, config)?;
+        let step_s = bench_step(kind, steps, batch, false, config.map(|p| (p, &tc, &data)))?;
         rec.insert("step_s".into(), json!(step_s));
         // uncached (every step segmenting its batch) against cached (once per scene per run)
         rec.insert("segment_share_of_step_uncached".into(), json!(batch_ms / 1e3 / (step_s + batch_ms / 1e3)));

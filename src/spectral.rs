@@ -552,8 +552,12 @@ fn extreme_eigenpairs(eig: SymmetricEigen<f64, Dyn>, m: usize, largest: bool) ->
         let by_value = eig.eigenvalues[a].total_cmp(&eig.eigenvalues[b]);
         (if largest { by_value.reverse() } else { by_value }).then(a.cmp(&b))
     });
-    let vals = order.iter().take(m).map(|&c| eig.eigenvalues[c]).collect();
-    let vecs = order.iter().take(m).flat_map(|&c| eig.eigenvectors.column(c).iter().copied().collect::<Vec<_>>()).collect();
+    let mut vals = Vec::with_capacity(m);
+    let mut vecs = Vec::with_capacity(eig.eigenvalues.len() * m);
+    for &c in order.iter().take(m) {
+        vals.push(eig.eigenvalues[c]);
+        vecs.extend(eig.eigenvectors.column(c).iter().copied());
+    }
     (vals, vecs)
 }
 
