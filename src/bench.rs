@@ -20,8 +20,8 @@ pub fn reference_config() -> ModelConfig {
 pub fn run(what: &str, device: DeviceKind, steps: usize, batch: usize, profile: bool, config: Option<&std::path::Path>) -> Result<()> {
     match what {
         "step" => {
-            let run = config.map(|p| bench_data(Some(p), batch).map(|(tc, data)| (p, tc, data))).transpose()?;
-            bench_step(device, steps, batch, profile, run.as_ref().map(|(p, tc, data)| (*p, tc, data))).map(|_| ())
+            let run = config.map(|p| bench_data(Some(p), batch)).transpose()?;
+            bench_step(device, steps, batch, profile, run.as_ref()).map(|_| ())
         }
         "kernels" => crate::bench_kernels::run(device),
         "spectral" => bench_spectral(device, steps, batch, config),
@@ -42,9 +42,16 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// A run config to benchmark, its data, and where it came from (for messages).
+pub struct BenchRun {
+    pub source: String,
+    pub config: TrainConfig,
+    pub data: crate::data::Dataset,
+}
+
 /// The run config at `path` (default: the default run's) and its data: the data dir it names,
 /// else `batch` scenes of its synthetic set. At least `batch` scenes, or an error.
-fn bench_data(path: Option<&std::path::Path>, batch: usize) -> Result<(TrainConfig, crate::data::Dataset)> {
+pub fn bench_data(path: Option<&std::path::Path>, batch: usize) -> Result<BenchRun> {
     let tc = match path {
         Some(p) => TrainConfig::from_file(p)?,
         None => TrainConfig::default(),
@@ -56,13 +63,13 @@ fn bench_data(path: Option<&std::path::Path>, batch: usize) -> Result<(TrainConf
     };
     let source = path.map_or("the default run".to_string(), |p| p.display().to_string());
     anyhow::ensure!(data.count >= batch, "{source}: {} scenes, fewer than the batch of {batch}", data.count);
-    Ok((tc, data))
+    Ok(BenchRun { source, config: tc, data })
 }
 
-/// One training step of the reference feature model on random features, or with `run` (a run
-/// config's path, the config and its data, from [`bench_data`]) of the model that run trains
-/// (feature or pixel) on a batch of its data. Returns the median step time in seconds.
-pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool, run: Option<(&std::path::Path, &TrainConfig, &crate::data::Dataset)>) -> Result<f64> {
+/// One training step of the reference feature model on random features, or with `run` (from
+/// [`bench_data`]) of the model that run trains (feature or pixel) on a batch of its data.
+/// Returns the median step time in seconds.
+pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool, run: Option<&BenchRun>) -> Result<f64> {
     let (device, why) = open_device(kind)?;
     eprintln!("device: {} ({why})", device.name());
     let mut model = match run {
@@ -78,9 +85,9 @@ pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool, r
             }
             model
         }
-        Some((path, tc, data)) => {
+        Some(BenchRun { source, config: tc, data }) => {
             let cfg = crate::train::run::model_config(tc, data)?;
-            eprintln!("{} model of {}: {}", cfg.name(), path.display(), cfg.to_json());
+            eprintln!("{} model of {source}: {}", cfg.name(), cfg.to_json());
             let mut model = Model::new(&cfg, batch, device.clone())?;
             model.set_params(&cfg.init_params(0))?;
             let mut rng = crate::train::run::step_rng(0, 9, 0);
@@ -152,14 +159,15 @@ fn time_ms(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
 pub fn bench_spectral(kind: DeviceKind, steps: usize, batch: usize, config: Option<&std::path::Path>) -> Result<()> {
     use crate::spectral::{normalized_affinity, segment, smallest_nontrivial, Solver};
     use crate::train::spectral_init::{segment_scenes, spectral_config, spectral_tokens};
-    let (tc, data) = bench_data(config, batch)?;
-    let (n, k, cfg) = (data.tokens(), tc.num_slots, spectral_config(&tc));
+    let run = bench_data(config, batch)?;
+    let (tc, data) = (&run.config, &run.data);
+    let (n, k, cfg) = (data.tokens(), tc.num_slots, spectral_config(tc));
     let m = k.min(n - 1);
     let single = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     let mut rows: Vec<[(f64, f64); 5]> = Vec::new();
     single.install(|| {
         for s in 0..batch {
-            let (tokens, f) = spectral_tokens(&data, s);
+            let (tokens, f) = spectral_tokens(data, s);
             let aff = normalized_affinity(&tokens, n, f, data.grid, &cfg);
             let with = |solver| crate::spectral::SpectralConfig { solver, ..cfg.clone() };
             let (full, lanczos) = (with(Solver::Full), with(Solver::Lanczos));
@@ -174,7 +182,7 @@ pub fn bench_spectral(kind: DeviceKind, steps: usize, batch: usize, config: Opti
     });
     let names = ["affinity", "eigs_full", "eigs_lanczos", "segment_full", "segment_lanczos"];
     let scenes: Vec<usize> = (0..batch).collect();
-    let (_, batch_ms) = time_ms(3, || drop(segment_scenes(&data, &scenes, k, &cfg)));
+    let (_, batch_ms) = time_ms(3, || drop(segment_scenes(data, &scenes, k, &cfg)));
     let mut rec = serde_json::Map::new();
     rec.insert("bench".into(), json!("spectral"));
     rec.insert("tokens".into(), json!(n));
@@ -191,7 +199,8 @@ pub fn bench_spectral(kind: DeviceKind, steps: usize, batch: usize, config: Opti
     rec.insert("batch_segment_ms_per_scene".into(), json!(batch_ms / batch as f64));
     rec.insert("threads".into(), json!(rayon::current_num_threads()));
     if steps > 0 {
-        let step_s = bench_step(kind, steps, batch, false, config.map(|p| (p, &tc, &data)))?;
+        // the step of the same run's model on the same scenes
+        let step_s = bench_step(kind, steps, batch, false, Some(&run))?;
         rec.insert("step_s".into(), json!(step_s));
         // uncached (every step segmenting its batch) against cached (once per scene per run)
         rec.insert("segment_share_of_step_uncached".into(), json!(batch_ms / 1e3 / (step_s + batch_ms / 1e3)));

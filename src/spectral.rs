@@ -1745,6 +1745,23 @@ impl SpectralCache {
 // ---------------------------------------------------------------------------------------------
 // diagnostics
 
+/// The `k` slots `[k, d]` as f64 rows, their mean, and the rows with the mean removed.
+fn rows_mean_centered(slots: &[f32], k: usize, d: usize) -> (Vec<Vec<f64>>, Vec<f64>, Vec<Vec<f64>>) {
+    let rows: Vec<Vec<f64>> = slots
+        .chunks_exact(d.max(1))
+        .map(|r| r.iter().map(|&v| v as f64).collect())
+        .collect();
+    let mut mean = vec![0.0f64; d];
+    for r in &rows {
+        axpy(1.0 / k.max(1) as f64, r, &mut mean);
+    }
+    let centered = rows
+        .iter()
+        .map(|r| r.iter().zip(&mean).map(|(a, b)| a - b).collect())
+        .collect();
+    (rows, mean, centered)
+}
+
 /// Mean off-diagonal cosine of the `k` slots `[k, d]`: `(raw, centered)`, the second with the
 /// mean slot removed first. A zero vector has cosine 0 with everything; `k < 2` gives `(0, 0)`.
 pub fn slot_similarity(slots: &[f32], k: usize, d: usize) -> (f64, f64) {
@@ -1752,18 +1769,7 @@ pub fn slot_similarity(slots: &[f32], k: usize, d: usize) -> (f64, f64) {
     if k < 2 {
         return (0.0, 0.0);
     }
-    let rows: Vec<Vec<f64>> = slots
-        .chunks_exact(d.max(1))
-        .map(|r| r.iter().map(|&v| v as f64).collect())
-        .collect();
-    let mut mean = vec![0.0f64; d];
-    for r in &rows {
-        axpy(1.0 / k as f64, r, &mut mean);
-    }
-    let centered: Vec<Vec<f64>> = rows
-        .iter()
-        .map(|r| r.iter().zip(&mean).map(|(a, b)| a - b).collect())
-        .collect();
+    let (rows, _, centered) = rows_mean_centered(slots, k, d);
     let mean_cos = |rs: &[Vec<f64>]| {
         let norms: Vec<f64> = rs.iter().map(|r| norm(r)).collect();
         let mut total = 0.0;
@@ -1901,18 +1907,7 @@ pub fn write_segments_png<S: AsRef<Segmentation>>(
 /// 2-D PCA coordinates of `k` slots `[k, d]` (centered on their mean), and the projection of
 /// the zero vector (where slots sharing a common component sit far from).
 fn slot_pca(slots: &[f32], k: usize, d: usize) -> (Vec<[f64; 2]>, [f64; 2]) {
-    let rows: Vec<Vec<f64>> = slots
-        .chunks_exact(d.max(1))
-        .map(|r| r.iter().map(|&v| v as f64).collect())
-        .collect();
-    let mut mean = vec![0.0f64; d];
-    for r in &rows {
-        axpy(1.0 / k.max(1) as f64, r, &mut mean);
-    }
-    let c: Vec<Vec<f64>> = rows
-        .iter()
-        .map(|r| r.iter().zip(&mean).map(|(a, b)| a - b).collect())
-        .collect();
+    let (_, mean, c) = rows_mean_centered(slots, k, d);
     let gram = DMatrix::<f64>::from_fn(k, k, |i, j| dot(&c[i], &c[j]));
     let eig = SymmetricEigen::new(gram);
     let mut order: Vec<usize> = (0..k).collect();

@@ -93,20 +93,25 @@ impl ModelConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        let checks = [
+        let sizes = [
             (self.n_tokens, "n_tokens"),
             (self.feat_dim, "feat_dim"),
             (self.slot_dim, "slot_dim"),
-            (self.num_slots, "num_slots"),
             (self.mlp_hidden, "mlp_hidden"),
             (self.dec_hidden, "dec_hidden"),
             (self.iters, "iters"),
         ];
-        for (v, name) in checks {
-            anyhow::ensure!(v >= 1, "model config: {name} must be >= 1 (got {v})");
-        }
-        anyhow::ensure!(self.num_slots <= 64, "model config: num_slots must be <= 64 (got {})", self.num_slots);
-        anyhow::ensure!(self.eps > 0.0 && self.eps < 1e-2, "model config: eps must be in (0, 0.01) (got {})", self.eps);
-        Ok(())
+        check_common("model config", &sizes, self.num_slots, self.eps)
     }
+}
+
+/// The checks both model configs share: every size >= 1, 1..=64 slots, eps in (0, 0.01).
+/// `what` starts each message ("model config", "pixel model config").
+pub(crate) fn check_common(what: &str, sizes: &[(usize, &str)], num_slots: usize, eps: f32) -> anyhow::Result<()> {
+    for &(v, name) in sizes.iter().chain([(num_slots, "num_slots")].iter()) {
+        anyhow::ensure!(v >= 1, "{what}: {name} must be >= 1 (got {v})");
+    }
+    anyhow::ensure!(num_slots <= 64, "{what}: num_slots must be <= 64 (got {num_slots})");
+    anyhow::ensure!(eps > 0.0 && eps < 1e-2, "{what}: eps must be in (0, 0.01) (got {eps})");
+    Ok(())
 }

@@ -94,11 +94,10 @@ impl PixelConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let checks = [
+        let sizes = [
             (self.height, "height"),
             (self.width, "width"),
             (self.slot_dim, "slot_dim"),
-            (self.num_slots, "num_slots"),
             (self.mlp_hidden, "mlp_hidden"),
             (self.iters, "iters"),
             (self.enc_channels, "enc_channels"),
@@ -106,14 +105,10 @@ impl PixelConfig {
             (self.dec_channels, "dec_channels"),
             (self.dec_layers, "dec_layers"),
         ];
-        for (v, name) in checks {
-            ensure!(v >= 1, "pixel model config: {name} must be >= 1 (got {v})");
-        }
+        super::check_common("pixel model config", &sizes, self.num_slots, self.eps)?;
         for (k, name) in [(self.enc_kernel, "enc_kernel"), (self.dec_kernel, "dec_kernel"), (self.out_kernel, "out_kernel")] {
             ensure!(k % 2 == 1 && k <= 9, "pixel model config: {name} must be odd and <= 9 for \"same\" padding (got {k})");
         }
-        ensure!(self.num_slots <= 64, "pixel model config: num_slots must be <= 64 (got {})", self.num_slots);
-        ensure!(self.eps > 0.0 && self.eps < 1e-2, "pixel model config: eps must be in (0, 0.01) (got {})", self.eps);
         Ok(())
     }
 }
