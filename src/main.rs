@@ -100,7 +100,8 @@ enum Cmd {
         #[arg(long)]
         profile: bool,
         /// Step benchmark: time the model this run config trains (e.g. configs/tetrominoes.toml)
-        /// instead of the reference feature model.
+        /// instead of the reference feature model. Spectral benchmark: the config whose data
+        /// to segment and whose step to compare with (default: the default run's).
         #[arg(long)]
         config: Option<PathBuf>,
     },
