@@ -14,9 +14,26 @@ Runs too long for one sitting (clevr10-features: ~3 h each here) go in chunks: w
 --budget-minutes the script stops when the budget is spent, and the next call resumes each
 unfinished run from its checkpoint (`--resume` continues a run bit-exactly, even from a
 mid-epoch stop). Runs go seed by seed (every arm of seed 0 first), arms in --arms order.
+With --keep DIR each run's checkpoint and metrics are also copied to DIR/<arm>-seed<seed>/
+when it stops, and restored from there when the run directory is gone (a lost disk), so a
+committed DIR carries a run across machines.
 """
 import time
-import argparse, json, os, subprocess, sys
+import argparse, json, os, shutil, subprocess, sys
+
+# what a run needs to resume: the optimizer file holds the trainer state
+RUN_FILES = ["metrics.jsonl", "model.safetensors", "optimizer.safetensors"]
+
+
+def copy_run(src, dst):
+    """Copy a run's files, each to a temporary name and then renamed: never half a file."""
+    if not all(os.path.exists(os.path.join(src, f)) for f in RUN_FILES):
+        return False
+    os.makedirs(dst, exist_ok=True)
+    for f in RUN_FILES:
+        shutil.copyfile(os.path.join(src, f), os.path.join(dst, f + ".tmp"))
+        os.replace(os.path.join(dst, f + ".tmp"), os.path.join(dst, f))
+    return True
 
 ARMS = {
     "random": ["use-spectral = false", "guide-weight = 0.0"],
@@ -34,6 +51,7 @@ ap.add_argument("--bin", default="target/release/slotforge")
 ap.add_argument("--rerun", action="store_true", help="train again from scratch even where a run exists")
 ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="which arms, in this order")
 ap.add_argument("--budget-minutes", type=float, default=0.0, help="stop after this much training in all (0 = none)")
+ap.add_argument("--keep", help="copy each run's checkpoint and metrics here when it stops; restore from here when the run is gone")
 a = ap.parse_args()
 
 base = [l for l in open(a.config).read().splitlines()
@@ -46,6 +64,9 @@ for seed in a.seeds:
         keys = ARMS[arm]
         run = os.path.join(a.out, f"{arm}-seed{seed}")
         metrics = os.path.join(run, "metrics.jsonl")
+        kept = os.path.join(a.keep, f"{arm}-seed{seed}") if a.keep else None
+        if kept and not a.rerun and not os.path.exists(os.path.join(run, "optimizer.safetensors")) and copy_run(kept, run):
+            print(f"== {arm} seed {seed}: restored from {kept}", file=sys.stderr, flush=True)
         def epochs_done():
             if not os.path.exists(metrics):
                 return []
@@ -54,22 +75,27 @@ for seed in a.seeds:
         if a.budget_minutes > 0:
             spent = (time.time() - started) / 60
             left = a.budget_minutes - spent if left <= 0 else min(left, a.budget_minutes - spent)
-        # a run with at least this many epochs is reused: the first E epochs of a longer
-        # run are the E-epoch run (the schedule does not depend on the total)
-        if (len(epochs_done()) < a.epochs or a.rerun) and (a.budget_minutes <= 0 or left > 0.5):
-            resume = os.path.exists(os.path.join(run, "optimizer.safetensors")) and not a.rerun
-            if not resume and os.path.exists(metrics):
-                os.remove(metrics)
-            cfg = os.path.join(a.out, f"{arm}-seed{seed}.toml")
-            with open(cfg, "w") as f:
-                f.write("\n".join(base + keys + [f"epochs = {a.epochs}", f"seed = {seed}",
-                        f"time-limit-minutes = {max(left, 0)}", f'out = "{run}"']) + "\n")
-            print(f"== {arm} seed {seed}" + (f": resuming after epoch {len(epochs_done())}" if resume else ""),
-                  file=sys.stderr, flush=True)
-            cmd = [a.bin, "train", "--config", cfg] + (["--resume", os.path.join(run, "model.safetensors")] if resume else [])
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        else:
-            print(f"== {arm} seed {seed}: {len(epochs_done())} epochs in {metrics}", file=sys.stderr, flush=True)
+        try:
+            # a run with at least this many epochs is reused: the first E epochs of a longer
+            # run are the E-epoch run (the schedule does not depend on the total)
+            if (len(epochs_done()) < a.epochs or a.rerun) and (a.budget_minutes <= 0 or left > 0.5):
+                resume = os.path.exists(os.path.join(run, "optimizer.safetensors")) and not a.rerun
+                if not resume and os.path.exists(metrics):
+                    os.remove(metrics)
+                cfg = os.path.join(a.out, f"{arm}-seed{seed}.toml")
+                with open(cfg, "w") as f:
+                    f.write("\n".join(base + keys + [f"epochs = {a.epochs}", f"seed = {seed}",
+                            f"time-limit-minutes = {max(left, 0)}", f'out = "{run}"']) + "\n")
+                print(f"== {arm} seed {seed}" + (f": resuming after epoch {len(epochs_done())}" if resume else ""),
+                      file=sys.stderr, flush=True)
+                cmd = [a.bin, "train", "--config", cfg] + (["--resume", os.path.join(run, "model.safetensors")] if resume else [])
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            else:
+                print(f"== {arm} seed {seed}: {len(epochs_done())} epochs in {metrics}", file=sys.stderr, flush=True)
+        finally:
+            # also after a guard stop (its checkpoint is the last good one) or a run trained elsewhere
+            if kept and copy_run(run, kept):
+                print(f"== {arm} seed {seed}: kept in {kept}", file=sys.stderr, flush=True)
         epochs = epochs_done()[:a.epochs]
         results.setdefault(arm, {})[seed] = [(e["epoch"], e["step"], e["token_fg_ari"]) for e in epochs]
 

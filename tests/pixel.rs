@@ -379,6 +379,9 @@ fn pixel_resume_continues_the_same_trajectory() {
     let resumed = TrainConfig { resume: Some(part.join("model.safetensors")), ..tiny_run(&data, &part) };
     train_on(resumed, Device::Cpu).unwrap();
     assert_eq!(recon_curve(&full), recon_curve(&part), "resumed run's losses differ from the uninterrupted run's");
+    // and its clock goes on from the checkpoint's instead of restarting at 0
+    let seconds: Vec<f64> = common::metrics_of(&part, "step").iter().map(|r| r["seconds"].as_f64().unwrap()).collect();
+    assert!(seconds.windows(2).all(|w| w[0] <= w[1]), "seconds go back at the resume: {seconds:?}");
 }
 
 #[test]

@@ -39,6 +39,10 @@ pub struct TrainerState {
     step: usize,
     diversity_weight: f32,
     config: TrainConfig,
+    /// Wall seconds spent over every sitting so far, so a resumed run's "seconds" go on
+    /// counting instead of restarting at 0 (absent in older checkpoints: 0).
+    #[serde(default)]
+    seconds: f64,
 }
 
 /// Noise for step `t`: derived from (seed, t) alone, so a resumed run draws the same.
@@ -116,14 +120,16 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     );
 
     let mut schedule = DiversitySchedule::new(&cfg);
-    let (mut epoch0, mut step) = (0, 0);
+    let (mut epoch0, mut step, mut seconds_before) = (0, 0, 0.0);
     if let Some(ckpt) = &cfg.resume {
-        let (e, s, w) = load_checkpoint(ckpt, &mut model, &adam)?;
-        (epoch0, step, schedule.weight) = (e, s, w);
-        eprintln!("resumed from {} at epoch {e}, step {s}", ckpt.display());
+        let saved = load_checkpoint(ckpt, &mut model, &adam)?;
+        (epoch0, step, schedule.weight, seconds_before) = (saved.epoch, saved.step, saved.diversity_weight, saved.seconds);
+        eprintln!("resumed from {} at epoch {epoch0}, step {step}", ckpt.display());
     } else {
         model.set_params(&mcfg.init_params(cfg.seed))?;
     }
+    // the time limit counts this sitting (`start`); the logged seconds count every sitting
+    let seconds = || seconds_before + start.elapsed().as_secs_f64();
     crate::checkpoint::create_output_dir(&cfg.out)?;
 
     let (spectral, val_segments) = if cfg.use_spectral {
@@ -230,7 +236,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
                     "slot_similarity": sim_raw, "slot_similarity_centered": sim_centered,
                     "active_slots": active, "mask_overlap": overlap,
                     "lr": lr, "diversity_weight": w_div, "grad_norm": adam.last_grad_norm(model.ex()),
-                    "seconds": start.elapsed().as_secs_f64(),
+                    "seconds": seconds(),
                 });
                 writeln!(metrics, "{rec}")?;
                 bar.set_message(format!("recon {mse:.4} div {div:.3} sim {sim_raw:.2}/{sim_centered:.2} active {active:.1} overlap {overlap:.2}"));
@@ -259,7 +265,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
         eval["type"] = json!(if finished { "epoch" } else { "stop" });
         eval["epoch"] = json!(epoch + 1);
         eval["step"] = json!(step);
-        eval["seconds"] = json!(start.elapsed().as_secs_f64());
+        eval["seconds"] = json!(seconds());
         writeln!(metrics, "{eval}")?;
         let at = if finished { format!("epoch {}", epoch + 1) } else { format!("stopped in epoch {} at step {step}", epoch + 1) };
         if model.is_pixel() {
@@ -276,7 +282,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
         history.push(eval.clone());
         last = eval;
         let state_epoch = if finished { epoch + 1 } else { epoch };
-        save_checkpoint(&cfg.out, &model, &adam, &TrainerState { epoch: state_epoch, step, diversity_weight: schedule.weight, config: cfg.clone() })?;
+        save_checkpoint(&cfg.out, &model, &adam, &TrainerState { epoch: state_epoch, step, diversity_weight: schedule.weight, config: cfg.clone(), seconds: seconds() })?;
         plot_history(&history, &cfg.out)?;
         epochs_done = state_epoch;
         if cfg.time_limit_minutes > 0.0 && start.elapsed().as_secs_f32() > cfg.time_limit_minutes * 60.0 {
@@ -285,7 +291,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
         }
     }
     bar.finish();
-    Ok(Summary { steps: step, epochs: epochs_done, seconds: start.elapsed().as_secs_f64(), last, best_token_fg_ari: best, best_fg_ari })
+    Ok(Summary { steps: step, epochs: epochs_done, seconds: seconds(), last, best_token_fg_ari: best, best_fg_ari })
 }
 
 /// Stop on a negative or non-finite loss term, naming it, the step and every term's value.
@@ -347,7 +353,7 @@ pub fn checkpoint_spectral(params: &TensorFile) -> Result<Option<(crate::spectra
     Ok(Some((cfg, num("noise")? as f32)))
 }
 
-fn load_checkpoint(path: &Path, model: &mut Model, adam: &Adam) -> Result<(usize, usize, f32)> {
+fn load_checkpoint(path: &Path, model: &mut Model, adam: &Adam) -> Result<TrainerState> {
     let params = TensorFile::load(path)?;
     let saved = AnyConfig::from_checkpoint(&params).with_context(|| format!("--resume {}", path.display()))?;
     anyhow::ensure!(
@@ -360,8 +366,8 @@ fn load_checkpoint(path: &Path, model: &mut Model, adam: &Adam) -> Result<(usize
     let opt = TensorFile::load(&opt_path).with_context(|| format!("--resume needs {} next to the checkpoint", opt_path.display()))?;
     let state: Vec<(String, Vec<f32>)> = opt.tensors.iter().map(|(n, t)| (n.clone(), t.data.clone())).collect();
     adam.load_state(model.ex_mut(), &state)?;
-    let ts: TrainerState = serde_json::from_str(opt.metadata.get("slotforge.trainer").context("optimizer file lacks trainer state")?)?;
-    Ok((ts.epoch, ts.step, ts.diversity_weight))
+    let state = opt.metadata.get("slotforge.trainer").context("optimizer file lacks trainer state")?;
+    Ok(serde_json::from_str(state)?)
 }
 
 /// Read a checkpoint's model config.
