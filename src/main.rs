@@ -40,6 +40,7 @@ enum Cmd {
         checkpoint: PathBuf,
         #[arg(long)]
         features: PathBuf,
+        /// Slot noise [B, K, D] (.npy); default: scene i gets the draw `eval --seed 0` gives scene i
         #[arg(long)]
         noise: Option<PathBuf>,
         #[arg(long)]
@@ -67,6 +68,11 @@ enum Cmd {
         seed: u64,
         #[arg(long, default_value_t = 768)]
         feat_dim: usize,
+        /// Write only scenes SKIP..COUNT (scene i is the same whatever COUNT is), e.g. a run's
+        /// held-out scenes: `train` generates train-count + val-count scenes with seed SEED xor
+        /// 0x5eed and holds out the last val-count
+        #[arg(long, default_value_t = 0)]
+        skip: usize,
     },
     /// Spectral init diagnostics on a dataset: similarity, segmentation scores, PNGs.
     #[command(allow_negative_numbers = true)]
@@ -211,13 +217,14 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Score { pred, truth } => {
             println!("{}", slotforge::train::commands::score(&pred, &truth)?);
         }
-        Cmd::GenData { synthetic, count, out, seed, feat_dim } => {
+        Cmd::GenData { synthetic, count, out, seed, feat_dim, skip } => {
             anyhow::ensure!(count >= 1, "--count must be >= 1 (got {count})");
             anyhow::ensure!(feat_dim >= 1, "--feat-dim must be >= 1 (got {feat_dim})");
+            anyhow::ensure!(skip < count, "--skip must be below --count: skipping {skip} of {count} scenes leaves none");
             slotforge::checkpoint::check_output_dir(&out)?;
-            let ds = slotforge::data::synthetic::generate(&synthetic, count, seed, feat_dim)?;
+            let (_, ds) = slotforge::data::synthetic::generate(&synthetic, count, seed, feat_dim)?.split(count - skip);
             ds.save_new(&out).with_context(|| format!("writing dataset to {}", out.display()))?;
-            println!("wrote {count} {synthetic} scenes to {}", out.display());
+            println!("wrote {} {synthetic} scenes ({skip}..{count}) to {}", count - skip, out.display());
         }
         Cmd::DebugSpectral { data, num_slots, out, seed, config } => {
             slotforge::train::commands::debug_spectral(&data, num_slots, &out, seed, config.as_deref())?;

@@ -518,7 +518,13 @@ fn gen_data_errors() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
         assert!(!name.contains(".tmp"), "temporary left behind: {name}");
     }
+    // --skip writes the last scenes, the ones `train` holds out of the same count
+    check_ok(r, &["gen-data", "--synthetic", "clevr-features", "--count", "5", "--feat-dim", "8", "--skip", "3", "--out", "tail"]);
+    let tail = slotforge::data::Dataset::load(r.join("tail")).unwrap();
+    let (_, held_out) = generate("clevr-features", 5, 0, 8).unwrap().split(2);
+    assert_eq!((tail.count, &tail.features, &tail.masks), (2, &held_out.features, &held_out.masks));
     check_cases(r, &cases![
+        ["gen-data", "--synthetic", "clevr-features", "--count", "2", "--feat-dim", "8", "--skip", "2", "--out", "o"] => ["--skip must be below --count: skipping 2 of 2 scenes leaves none"];
         ["gen-data", "--synthetic", "clevr-features", "--count", "2", "--feat-dim", "8", "--out", "afile/sub"] => ["cannot create output directory afile/sub: afile is a file, not a directory"];
         ["gen-data", "--synthetic", "clevr-features", "--count", "2", "--feat-dim", "8", "--out", "afile"] => ["output directory afile: the path exists and is not a directory"];
         ["gen-data", "--synthetic", "nonsense", "--count", "2", "--out", "o"] => ["unknown synthetic dataset 'nonsense'", "clevr-features"];

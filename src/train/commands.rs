@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
-use super::run::{checkpoint_spectral, randn, step_rng};
+use super::run::{checkpoint_spectral, scene_noise};
 use crate::spectral::SpectralConfig;
 use crate::backend::{open_device, Device, DeviceKind};
 use crate::checkpoint::{write_atomic, TensorFile};
@@ -92,7 +92,8 @@ pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Pat
             ensure!(zs == [b, k, d], "{}: noise must be [{b}, {k}, {d}] (B, slots, slot dim), got {zs:?}", p.display());
             z
         }
-        None => randn(&mut step_rng(0, 3, 0), b * k * d, spectral.as_ref().map_or(1.0, |s| s.1)),
+        // scene i gets the noise `eval --seed 0` gives the i-th scene of a dataset
+        None => scene_noise(0, &(0..b).collect::<Vec<_>>(), k * d, spectral.as_ref().map_or(1.0, |s| s.1)),
     };
     // spectral checkpoints: each scene's segment matrix, as training computed it
     let segments: Option<Vec<f32>> = spectral.as_ref().map(|(scfg, _)| {

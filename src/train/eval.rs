@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::json;
 
-use super::run::{randn, step_rng};
+use super::run::scene_noise;
 use super::spectral_init::SegmentCache;
 use crate::data::Dataset;
 use crate::metrics;
@@ -31,12 +31,12 @@ pub fn predict_with_attn(
     let mut out = Vec::with_capacity(data.count * k * n);
     let mut attn_kn = Vec::with_capacity(data.count * k * n);
     let idx: Vec<usize> = (0..data.count).collect();
-    for (ci, chunk) in idx.chunks(b).enumerate() {
+    for chunk in idx.chunks(b) {
         // pad the last batch by repeating its last scene; the padding is dropped below
         let mut padded = chunk.to_vec();
         padded.resize(b, *chunk.last().unwrap());
-        // fixed noise per validation batch: evaluation is deterministic
-        let noise = randn(&mut step_rng(seed, 3, ci), b * k * d, noise_scale);
+        // fixed noise per scene: evaluation is deterministic and the same at any batch size
+        let noise = scene_noise(seed, &padded, k * d, noise_scale);
         let segs = segments.map(|c| c.gather(&padded));
         model.feed(data, &padded, &noise, segs.as_deref(), 0.0);
         model.ex_mut().forward();

@@ -60,6 +60,13 @@ pub fn epoch_order(count: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// Slot noise for evaluation, `per_scene` values for each of `scenes`: scene `i`'s draw comes
+/// from (seed, i) alone, so a score does not depend on the batch it was computed in (`train`
+/// evaluates in its training batches, `eval` in batches of up to 32, `infer` in one).
+pub fn scene_noise(seed: u64, scenes: &[usize], per_scene: usize, scale: f32) -> Vec<f32> {
+    scenes.iter().flat_map(|&i| randn(&mut step_rng(seed, 3, i), per_scene, scale)).collect()
+}
+
 pub fn randn(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
     use rand_distr::{Distribution, StandardNormal};
     (0..n)
