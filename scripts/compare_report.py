@@ -55,7 +55,9 @@ for name, m in zip(a.runs, runs):
         print(f"stop inside epoch {s['epoch']} at step {s['step']}")
 
 (rnd, spec) = (r["epoch"] for r in runs)
-shared = [(x, y) for x, y in zip(rnd, spec) if x["epoch"] >= 6]
+# paired by epoch number, not position: the two files need not start or end together
+spec_at = {y["epoch"]: y for y in spec}
+shared = [(x, spec_at[x["epoch"]]) for x in rnd if x["epoch"] >= 6 and x["epoch"] in spec_at]
 ahead = all(y["token_fg_ari"] > x["token_fg_ari"] for x, y in shared)
 print(f"== second ahead of first at every shared epoch from 6: {ahead} ({len(shared)} epochs"
       + (f", 6-{shared[-1][0]['epoch']})" if shared else ")"))
