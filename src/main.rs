@@ -168,6 +168,9 @@ struct TrainArgs {
     out: Option<PathBuf>,
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Start from this checkpoint's parameters (e.g. one written by PyTorch) with a fresh optimizer
+    #[arg(long)]
+    init: Option<PathBuf>,
     #[arg(long)]
     log_every: Option<usize>,
     #[arg(long)]
@@ -192,6 +195,9 @@ impl TrainArgs {
         }
         if self.resume.is_some() {
             c.resume = self.resume;
+        }
+        if self.init.is_some() {
+            c.init = self.init;
         }
         c.use_spectral |= self.use_spectral;
         c.debug_spectral |= self.debug_spectral;

@@ -107,15 +107,20 @@ pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Pat
             .collect()
     });
     model.set_inputs(&feats, &z, segments.as_deref(), 0.0);
+    let mut t = TensorFile::default();
+    // the inputs drawn here, so another implementation (PyTorch) can reproduce the outputs
+    t.insert("noise", &[b, k, d], z.clone());
+    if let Some(s) = &segments {
+        t.insert("spectral_weights", &[b, n, k], s.clone());
+    }
     model.ex.forward();
     let v = model.vars.clone();
-    let mut t = TensorFile::default();
     t.insert("slots", &[b, k, d], model.ex.get(v.out.slots));
     t.insert("attn", &[b, n, k], model.ex.get(v.out.attn));
     t.insert("alpha", &[b, k, n], model.ex.get(v.out.alpha));
     t.insert("recon", &[b, n, f], model.ex.get(v.recon));
     t.save(out)?;
-    eprintln!("wrote slots, attn, alpha, recon to {}", out.display());
+    eprintln!("wrote slots, attn, alpha, recon, noise (and spectral_weights) to {}", out.display());
     Ok(())
 }
 

@@ -88,6 +88,8 @@ pub struct TrainConfig {
     pub seed: u64,
     pub out: PathBuf,
     pub resume: Option<PathBuf>,
+    /// Initial parameters from a checkpoint (fresh optimizer, step 0).
+    pub init: Option<PathBuf>,
     pub log_every: usize,
     /// Collapse warning: fewer than this share of slots active, or mask overlap above, for
     /// `collapse_checks` consecutive log steps.
@@ -149,6 +151,7 @@ impl Default for TrainConfig {
             seed: 0,
             out: PathBuf::from("runs/latest"),
             resume: None,
+            init: None,
             log_every: 10,
             collapse_overlap: 0.5,
             collapse_checks: 5,
@@ -200,6 +203,10 @@ impl TrainConfig {
         );
         ensure!(self.adaptive_factor > 1.0, "adaptive-factor must be > 1");
         ensure!(self.max_grad_norm > 0.0, "max-grad-norm must be > 0");
+        ensure!(
+            self.init.is_none() || self.resume.is_none(),
+            "--init and --resume exclude each other: --resume continues a run (its optimizer too), --init starts a new one from a checkpoint's parameters"
+        );
         ensure!(self.log_every >= 1, "log-every must be >= 1");
         ensure!(
             self.time_limit_minutes >= 0.0,

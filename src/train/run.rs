@@ -132,6 +132,16 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
         let saved = load_checkpoint(ckpt, &mut model, &adam)?;
         (epoch0, step, schedule.weight, seconds_before) = (saved.epoch, saved.step, saved.diversity_weight, saved.seconds);
         eprintln!("resumed from {} at epoch {epoch0}, step {step}", ckpt.display());
+    } else if let Some(init) = &cfg.init {
+        let params = TensorFile::load(init)?;
+        let saved = AnyConfig::from_checkpoint(&params).with_context(|| format!("--init {}", init.display()))?;
+        anyhow::ensure!(
+            saved == mcfg,
+            "--init {}: the checkpoint's model ({}) differs from the one this run trains ({})",
+            init.display(), saved.to_json(), mcfg.to_json()
+        );
+        model.set_params(&params).with_context(|| format!("--init {}", init.display()))?;
+        eprintln!("initial parameters from {}", init.display());
     } else {
         model.set_params(&mcfg.init_params(cfg.seed))?;
     }
