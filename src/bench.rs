@@ -93,7 +93,7 @@ pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool, r
             let mut rng = crate::train::run::step_rng(0, 9, 0);
             let noise = crate::train::run::randn(&mut rng, batch * cfg.num_slots() * cfg.slot_dim(), 1.0);
             let scenes: Vec<usize> = (0..batch).collect();
-            model.feed(data, &scenes, &noise, None, 1e-4);
+            model.feed(data, &scenes, &noise, None, 1e-4)?;
             model
         }
     };
@@ -165,9 +165,9 @@ pub fn bench_spectral(kind: DeviceKind, steps: usize, batch: usize, config: Opti
     let m = k.min(n - 1);
     let single = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     let mut rows: Vec<[(f64, f64); 5]> = Vec::new();
-    single.install(|| {
+    single.install(|| -> Result<()> {
         for s in 0..batch {
-            let (tokens, f) = spectral_tokens(data, s);
+            let (tokens, f) = spectral_tokens(data, s)?;
             let aff = normalized_affinity(&tokens, n, f, data.grid, &cfg);
             let with = |solver| crate::spectral::SpectralConfig { solver, ..cfg.clone() };
             let (full, lanczos) = (with(Solver::Full), with(Solver::Lanczos));
@@ -179,7 +179,8 @@ pub fn bench_spectral(kind: DeviceKind, steps: usize, batch: usize, config: Opti
                 time_ms(3, || drop(segment(&tokens, n, f, data.grid, k, &lanczos))),
             ]);
         }
-    });
+        Ok(())
+    })?;
     let names = ["affinity", "eigs_full", "eigs_lanczos", "segment_full", "segment_lanczos"];
     let scenes: Vec<usize> = (0..batch).collect();
     let (_, batch_ms) = time_ms(3, || drop(segment_scenes(data, &scenes, k, &cfg)));

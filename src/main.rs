@@ -73,6 +73,12 @@ enum Cmd {
         /// 0x5eed and holds out the last val-count
         #[arg(long, default_value_t = 0)]
         skip: usize,
+        /// Feature dtype: f32, f16 or bf16
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// Scenes per shard (features-00000.npy, ...); 0 writes one file per array
+        #[arg(long, default_value_t = 0)]
+        shard_size: usize,
     },
     /// Spectral init diagnostics on a dataset: similarity, segmentation scores, PNGs.
     #[command(allow_negative_numbers = true)]
@@ -223,13 +229,22 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Score { pred, truth } => {
             println!("{}", slotforge::train::commands::score(&pred, &truth)?);
         }
-        Cmd::GenData { synthetic, count, out, seed, feat_dim, skip } => {
+        Cmd::GenData { synthetic, count, out, seed, feat_dim, skip, dtype, shard_size } => {
             anyhow::ensure!(count >= 1, "--count must be >= 1 (got {count})");
             anyhow::ensure!(feat_dim >= 1, "--feat-dim must be >= 1 (got {feat_dim})");
             anyhow::ensure!(skip < count, "--skip must be below --count: skipping {skip} of {count} scenes leaves none");
+            let dtype = slotforge::data::npy::DType::parse_float(&dtype).context("--dtype")?;
+            // refuse a bad name before creating anything
+            slotforge::data::synthetic::generate_range(&synthetic, 0..1, seed, feat_dim)?;
             slotforge::checkpoint::check_output_dir(&out)?;
-            let (_, ds) = slotforge::data::synthetic::generate(&synthetic, count, seed, feat_dim)?.split(count - skip);
-            ds.save_new(&out).with_context(|| format!("writing dataset to {}", out.display()))?;
+            anyhow::ensure!(
+                !out.exists() || std::fs::read_dir(&out).map(|mut d| d.next().is_none()).unwrap_or(false),
+                "--out {}: the directory exists and is not empty; give a new directory",
+                out.display()
+            );
+            let _ = std::fs::remove_dir(&out);
+            let write = |dir: &std::path::Path| slotforge::data::synthetic::write_range(&synthetic, skip..count, seed, feat_dim, dir, dtype, shard_size);
+            slotforge::data::with_new_dir(&out, write).with_context(|| format!("writing dataset to {}", out.display()))?;
             println!("wrote {} {synthetic} scenes ({skip}..{count}) to {}", count - skip, out.display());
         }
         Cmd::DebugSpectral { data, num_slots, out, seed, config } => {

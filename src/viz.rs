@@ -189,3 +189,18 @@ pub fn vconcat(images: &[RgbImage]) -> RgbImage {
     }
     out
 }
+
+/// Panels side by side, each with its title above it (cut to the panel's width).
+pub fn titled_row(panels: &[(String, RgbImage)]) -> RgbImage {
+    let titled: Vec<RgbImage> = panels
+        .iter()
+        .map(|(title, img)| {
+            let mut out = RgbImage::from_pixel(img.width(), img.height() + 12, Rgb([255, 255, 255]));
+            image::imageops::replace(&mut out, img, 0, 12);
+            let fit: String = title.chars().take((img.width() / 8) as usize).collect();
+            draw_text(&mut out, 0, 2, &fit, Rgb([0, 0, 0]));
+            out
+        })
+        .collect();
+    hconcat(&titled)
+}

@@ -80,8 +80,9 @@ fn fixture() -> tempfile::TempDir {
     let r = t.path();
     let ds = generate("clevr-features", S, 0, F).unwrap();
     ds.save(r.join("good")).unwrap();
-    let feats = ds.features.clone();
-    let masks = ds.masks.clone().unwrap();
+    let all: Vec<usize> = (0..ds.count).collect();
+    let feats = ds.features_batch(&all).unwrap();
+    let masks = ds.masks_batch(&all).unwrap().unwrap();
     let (mh, mw) = ds.mask_hw;
     let good_f = npy_f32(&[S, N, F], &feats);
     let good_m = npy_u8(&[S, mh, mw], &masks);
@@ -398,6 +399,12 @@ fn eval_errors() {
     let r = t.path();
     check_ok(r, &["eval", "--checkpoint", "model.safetensors", "--data", "good", "--out", "ctl", "--device", "cpu"]);
     assert!(r.join("ctl/metrics.json").is_file() && r.join("ctl/pred_masks.npy").is_file());
+    // without masks: the predictions and the unsupervised measures, no scores
+    check_ok(r, &["eval", "--checkpoint", "model.safetensors", "--data", "no_masks", "--out", "nm", "--device", "cpu"]);
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(r.join("nm/metrics.json")).unwrap()).unwrap();
+    assert!(m["recon"].as_f64().unwrap() > 0.0 && m["active_slots"].as_f64().unwrap() >= 1.0, "{m}");
+    assert!(m.get("fg_ari").is_none() && m["has_masks"] == false, "{m}");
+    assert!(r.join("nm/pred_masks.npy").is_file() && r.join("nm/masks.png").is_file());
     check_cases(r, &cases![
         ["eval", "--checkpoint", "model.safetensors", "--data", "bad_magic", "--out", "o", "--device", "cpu"] => ["bad_magic/features.npy", "not an .npy file"];
         ["eval", "--checkpoint", "model.safetensors", "--data", "empty", "--out", "o", "--device", "cpu"] => ["empty/features.npy", "empty file (0 bytes)"];
@@ -409,7 +416,6 @@ fn eval_errors() {
         ["eval", "--checkpoint", "model.safetensors", "--data", "inf", "--out", "o", "--device", "cpu"] => ["inf/features.npy", "non-finite value inf"];
         ["eval", "--checkpoint", "model.safetensors", "--data", "mask_count", "--out", "o", "--device", "cpu"] => ["scene count mismatch", "mask_count/masks.npy has 5 scenes"];
         ["eval", "--checkpoint", "model.safetensors", "--data", "mask_small", "--out", "o", "--device", "cpu"] => ["mask_small/masks.npy", "smaller than the 16x16 token grid"];
-        ["eval", "--checkpoint", "model.safetensors", "--data", "no_masks", "--out", "o", "--device", "cpu"] => ["no_masks: no masks.npy, nothing to score against"];
         ["eval", "--checkpoint", "model.safetensors", "--data", "feat4", "--out", "o", "--device", "cpu"] => ["checkpoint model.safetensors expects 256 tokens x 8 dims, the data in feat4 has 256 x 4"];
         ["eval", "--checkpoint", "ckpt_truncated.safetensors", "--data", "good", "--out", "o", "--device", "cpu"] => ["ckpt_truncated.safetensors: truncated"];
         ["eval", "--checkpoint", "ckpt_empty.safetensors", "--data", "good", "--out", "o", "--device", "cpu"] => ["ckpt_empty.safetensors: empty file (0 bytes)"];
@@ -522,7 +528,8 @@ fn gen_data_errors() {
     check_ok(r, &["gen-data", "--synthetic", "clevr-features", "--count", "5", "--feat-dim", "8", "--skip", "3", "--out", "tail"]);
     let tail = slotforge::data::Dataset::load(r.join("tail")).unwrap();
     let (_, held_out) = generate("clevr-features", 5, 0, 8).unwrap().split(2);
-    assert_eq!((tail.count, &tail.features, &tail.masks), (2, &held_out.features, &held_out.masks));
+    assert_eq!(tail.count, 2);
+    assert!(tail == held_out, "gen-data --skip writes the held-out scenes");
     check_cases(r, &cases![
         ["gen-data", "--synthetic", "clevr-features", "--count", "2", "--feat-dim", "8", "--skip", "2", "--out", "o"] => ["--skip must be below --count: skipping 2 of 2 scenes leaves none"];
         ["gen-data", "--synthetic", "clevr-features", "--count", "2", "--feat-dim", "8", "--out", "afile/sub"] => ["cannot create output directory afile/sub: afile is a file, not a directory"];

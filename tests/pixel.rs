@@ -256,17 +256,7 @@ fn rectangles(count: usize, (h, w): (usize, usize), seed: u64) -> Dataset {
         images.extend(img);
         masks.extend(mask);
     }
-    Dataset {
-        kind: DataKind::Images,
-        count,
-        grid: (h, w),
-        feat_dim: 0,
-        features: Vec::new(),
-        images,
-        image_hw: (h, w),
-        masks: Some(masks),
-        mask_hw: (h, w),
-    }
+    Dataset::from_memory(DataKind::Images, (h, w), 0, Vec::new(), images, (h, w), Some(masks), (h, w), format!("blobs {count}")).unwrap()
 }
 
 /// The defaults with what the pixel model cannot use switched off: the default run is the

@@ -544,7 +544,7 @@ fn guide_targets_weigh_segments_by_size() {
     let (tokens, _) = blob_scene(31, 3, 0.3, F);
     let seg = segment(&tokens, N, F, (H, W), K, &SpectralConfig::default());
     let groups = seg.groups.clone();
-    let cache = SegmentCache { n: N, k: K, weights: vec![], segs: vec![Arc::new(seg)] };
+    let cache = SegmentCache::from_segmentations(N, K, (H, W), std::slice::from_ref(&seg));
     let mut size = [0usize; K];
     for &g in &groups {
         size[g as usize] += 1;
@@ -597,7 +597,7 @@ fn guide_targets_by_family_treat_split_pieces_as_one() {
     let members = |f: u32| family.iter().filter(|&&x| x == f).count();
     let big = (0..K as u32).max_by_key(|&f| members(f)).unwrap();
     assert!(members(big) >= 2, "need a split region: 3 blobs and {K} slots");
-    let cache = SegmentCache { n: N, k: K, weights: vec![], segs: vec![Arc::new(seg)] };
+    let cache = SegmentCache::from_segmentations(N, K, (H, W), std::slice::from_ref(&seg));
     let t = cache.guide_targets(&[0], 1.0, true);
     let fam_of = |t: usize| family[groups[t] as usize];
     for i in 0..N {

@@ -178,8 +178,10 @@ fn command_reports_and_fails_on_collapse() {
     // the segment parts still differ by where they are, so this collapses only without it.
     let cfg = tmp.path().join("nopos.toml");
     std::fs::write(&cfg, "encoder-pos = false\n").unwrap();
-    let mut ds = generate("clevr-features", 4, 5, 32).unwrap();
-    ds.features.iter_mut().enumerate().for_each(|(i, v)| *v = 0.1 * (i % 32) as f32 - 1.0);
+    let ds = generate("clevr-features", 4, 5, 32).unwrap();
+    let flat: Vec<f32> = (0..ds.count * ds.scene_len()).map(|i| 0.1 * (i % 32) as f32 - 1.0).collect();
+    let all = ds.all_masks().unwrap();
+    let ds = slotforge::data::Dataset::from_memory(ds.kind, ds.grid, ds.feat_dim, flat, ds.all_images().unwrap(), ds.image_hw, all, ds.mask_hw, "flat".into()).unwrap();
     let flat = tmp.path().join("flat");
     ds.save(&flat).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_slotforge"))
@@ -267,7 +269,8 @@ fn affinity_power_sweep() {
     use slotforge::metrics;
     use slotforge::spectral::{segment_batch, SpectralConfig};
     let ds = generate("clevr-features", 48, 11, 768).unwrap();
-    let (n, masks, (mh, mw)) = (ds.tokens(), ds.masks.as_ref().unwrap(), ds.mask_hw);
+    let (n, masks, (mh, mw)) = (ds.tokens(), ds.all_masks().unwrap().unwrap(), ds.mask_hw);
+    let features = ds.all_features().unwrap();
     let truth: Vec<u32> =
         masks.chunks(mh * mw).flat_map(|m| metrics::reduce_to_grid(m, (mh, mw), ds.grid)).collect();
     let default_power = slotforge::train::config::TrainConfig::default().spectral_affinity_power;
@@ -275,7 +278,7 @@ fn affinity_power_sweep() {
     for center in [false, true] {
         for power in [4.0f32, 8.0, 12.0, 16.0, 24.0] {
             let cfg = SpectralConfig { center_tokens: center, affinity_power: power, ..Default::default() };
-            let segs = segment_batch(&ds.features, ds.count, n, ds.feat_dim, ds.grid, 11, &cfg);
+            let segs = segment_batch(&features, ds.count, n, ds.feat_dim, ds.grid, 11, &cfg);
             let pred: Vec<u32> = segs.iter().flat_map(|s| s.labels.iter().copied()).collect();
             let sc = metrics::score_batch(&truth, &pred, n);
             let mean_segs = segs.iter().map(|s| s.num_segments as f64).sum::<f64>() / segs.len() as f64;

@@ -1,26 +1,33 @@
-//! Datasets: loading and saving the on-disk layout of DESIGN.md ("Data on disk"),
-//! deterministic subsets and splits, batch gathering, and the built-in synthetic scenes.
+//! Datasets: the on-disk layouts (single arrays, shards, `.npz`, manifests, image folders),
+//! views (subsets and splits share the data), batch gathering, and the built-in synthetic
+//! scenes.
 //!
-//! A dataset directory holds
-//! ```text
-//! features.npy   float32 [S, N, F] (N a perfect square) or [S, h, w, F]   (feature model)
-//! images.npy     uint8   [S, H, W, 3]            (pixel model; or images/*.png, sorted by name)
-//! masks.npy      uint8   [S, H, W], 0 = background, 1.. = objects (optional; any integer dtype
-//!                with values 0..=255 is accepted)
-//! ```
-//! A directory may hold both features and images (the synthetic feature scenes come with a
-//! rendering for overlays); the kind is `Features` whenever features.npy is present.
+//! A dataset is scene-major: `features [S, N, F]` (or `[S, h, w, F]`; float32, float16 or
+//! bfloat16) for the feature model, `images [S, H, W, 3]` (uint8) for the pixel model, and
+//! optional `masks [S, H, W]` (instance ids, 0 = background). Arrays on disk are never read
+//! whole: a batch reads its scenes by position and converts them to f32 there, so memory
+//! grows with the batch, not with the dataset. See [`layout`] for the layouts.
 
+pub mod column;
+pub mod folder;
+pub mod layout;
+pub mod loader;
 pub mod npy;
 pub mod synthetic;
 
-use anyhow::{anyhow, bail, Context, Result};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::path::Path;
+use rayon::prelude::*;
 
+use column::{Column, ColumnKind};
 use npy::fmt_shape;
+
+pub use layout::OpenOptions;
 
 /// What the model consumes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,77 +38,23 @@ pub enum DataKind {
     Images,
 }
 
-/// A dataset held in memory. Plain data; every array is scene-major.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Dataset {
-    pub kind: DataKind,
-    /// number of scenes S
-    pub count: usize,
-    /// token grid (h, w) for features; (H, W) of the images for images
-    pub grid: (usize, usize),
-    /// feature dimension F (0 when there are no features)
-    pub feat_dim: usize,
-    /// `[S, N, F]`, N = grid.0 * grid.1; empty when there are no features
-    pub features: Vec<f32>,
-    /// `[S, H, W, 3]`; empty when there are no images
-    pub images: Vec<u8>,
-    /// (H, W) of the images, (0, 0) when there are none
-    pub image_hw: (usize, usize),
-    /// `[S, Hm, Wm]`, 0 = background, 1.. = objects
-    pub masks: Option<Vec<u8>>,
-    /// (Hm, Wm) of the masks, (0, 0) when there are none
-    pub mask_hw: (usize, usize),
-}
-
 pub const FEATURES_FILE: &str = "features.npy";
 pub const IMAGES_FILE: &str = "images.npy";
 pub const IMAGES_DIR: &str = "images";
 pub const MASKS_FILE: &str = "masks.npy";
-
-fn is_square(n: usize) -> Option<usize> {
-    let r = (n as f64).sqrt().round() as usize;
-    (r * r == n).then_some(r)
-}
-
-fn load_png_dir(dir: &Path) -> Result<(Vec<u8>, usize, (usize, usize))> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot list", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!("{}: no .png files", dir.display());
-    }
-    let mut data = Vec::new();
-    let mut hw = (0, 0);
-    for (i, f) in files.iter().enumerate() {
-        let img = image::open(f).with_context(|| format!("{}: cannot decode PNG", f.display()))?.to_rgb8();
-        let this = (img.height() as usize, img.width() as usize);
-        if i == 0 {
-            hw = this;
-        } else if this != hw {
-            bail!(
-                "{}: size {}x{} differs from {} ({}x{})",
-                f.display(),
-                this.0,
-                this.1,
-                files[0].display(),
-                hw.0,
-                hw.1
-            );
-        }
-        data.extend_from_slice(img.as_raw());
-    }
-    Ok((data, files.len(), hw))
-}
+pub const MASKS_DIR: &str = "masks";
 
 /// Largest feature magnitude accepted: beyond it the reconstruction loss (a mean of squares
 /// in float32) overflows to inf at the first step.
 pub const MAX_FEATURE_ABS: f32 = 1e12;
 
-/// Reject feature values whose magnitude exceeds [`MAX_FEATURE_ABS`], naming the first one
-/// (non-finite values are already refused by [`npy::read_f32`]).
+/// Feature arrays up to this size are checked value by value when opened (NaN, Inf, range),
+/// so that bad values are refused before anything runs; larger ones are checked as their
+/// scenes are read (the spectral segmentation reads every scene up front).
+pub const EAGER_CHECK_BYTES: u64 = 1 << 30;
+
+/// Reject feature values whose magnitude exceeds [`MAX_FEATURE_ABS`], naming the first (for
+/// arrays read whole, e.g. `infer`'s input; datasets check as they read).
 pub fn check_feature_values(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     if let Some(i) = data.iter().position(|v| !(v.abs() <= MAX_FEATURE_ABS)) {
         bail!(
@@ -115,289 +68,333 @@ pub fn check_feature_values(path: &Path, shape: &[usize], data: &[f32]) -> Resul
     Ok(())
 }
 
+#[derive(Debug)]
+struct Store {
+    features: Option<Column>,
+    images: Option<Column>,
+    masks: Option<Column>,
+    /// What the data is, for the segmentation cache: file paths, sizes and times, or the
+    /// generator and its arguments. Equal identities mean equal data.
+    identity: String,
+    /// Where the data is (a path, or the generator), for messages and cache file names.
+    location: String,
+}
+
+/// A dataset: the arrays (shared, in memory or on disk) and the scenes of this view.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub kind: DataKind,
+    /// number of scenes S of this view
+    pub count: usize,
+    /// token grid (h, w) for features; (H, W) of the images for images
+    pub grid: (usize, usize),
+    /// feature dimension F (0 when there are no features)
+    pub feat_dim: usize,
+    /// (H, W) of the images, (0, 0) when there are none
+    pub image_hw: (usize, usize),
+    /// (Hm, Wm) of the masks, (0, 0) when there are none
+    pub mask_hw: (usize, usize),
+    store: Arc<Store>,
+    /// the store's scene of each scene of this view (None: all, in order)
+    index: Option<Arc<Vec<usize>>>,
+}
+
+fn is_square(n: usize) -> Option<usize> {
+    let r = (n as f64).sqrt().round() as usize;
+    (r * r == n).then_some(r)
+}
+
+fn column_name(c: &Column, fallback: &str) -> String {
+    c.files_of().first().map_or(fallback.to_string(), |a| a.name.clone())
+}
+
 impl Dataset {
+    /// A dataset of arrays held in memory (the synthetic generators). `features [S, N, F]`
+    /// (may be empty for image data), `images [S, H, W, 3]`, `masks [S, Hm, Wm]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_memory(
+        kind: DataKind,
+        grid: (usize, usize),
+        feat_dim: usize,
+        features: Vec<f32>,
+        images: Vec<u8>,
+        image_hw: (usize, usize),
+        masks: Option<Vec<u8>>,
+        mask_hw: (usize, usize),
+        identity: String,
+    ) -> Result<Dataset> {
+        let features = (kind == DataKind::Features).then(|| Column::mem_f32(features, &[grid.0 * grid.1, feat_dim]));
+        let images = (image_hw != (0, 0)).then(|| Column::mem_u8(ColumnKind::Images, images, &[image_hw.0, image_hw.1, 3]));
+        let masks = masks.map(|m| Column::mem_u8(ColumnKind::Masks, m, &[mask_hw.0, mask_hw.1]));
+        Self::from_columns(features, images, masks, identity.clone(), identity)
+    }
+
+    /// Check the columns' shapes against each other and make a dataset of them.
+    fn from_columns(features: Option<Column>, images: Option<Column>, masks: Option<Column>, identity: String, location: String) -> Result<Dataset> {
+        // (count, name) of the first column, for mismatch messages
+        let mut first: Option<(usize, String)> = None;
+        let mut check_count = |c: &Column, fallback: &str| -> Result<()> {
+            let name = column_name(c, fallback);
+            match &first {
+                None => first = Some((c.scenes(), name)),
+                Some((m, src)) if *m != c.scenes() => {
+                    bail!("scene count mismatch: {name} has {} scenes but {src} has {m}", c.scenes())
+                }
+                Some(_) => {}
+            }
+            Ok(())
+        };
+        let (mut kind, mut grid, mut feat_dim, mut image_hw, mut mask_hw) = (DataKind::Features, (0, 0), 0, (0, 0), (0, 0));
+        if let Some(f) = &features {
+            let name = column_name(f, "features");
+            let shape: Vec<usize> = [f.scenes()].iter().chain(&f.tail).copied().collect();
+            npy::expect_rank(&name, &shape, &[3, 4], "[S, N, F] or [S, h, w, F]")?;
+            grid = if shape.len() == 3 {
+                let side = is_square(shape[1]).ok_or_else(|| {
+                    anyhow!(
+                        "{name}: shape {}: N = {} tokens is not a perfect square; save the features as [S, h, w, F]",
+                        fmt_shape(&shape),
+                        shape[1]
+                    )
+                })?;
+                (side, side)
+            } else {
+                (shape[1], shape[2])
+            };
+            feat_dim = *shape.last().unwrap();
+            if feat_dim == 0 || grid.0 * grid.1 == 0 {
+                bail!("{name}: shape {} has an empty token or feature axis", fmt_shape(&shape));
+            }
+            if shape[0] == 0 {
+                bail!("{name}: shape {} holds no scenes", fmt_shape(&shape));
+            }
+            check_count(f, "features")?;
+        }
+        if let Some(im) = &images {
+            let name = column_name(im, "images");
+            let shape: Vec<usize> = [im.scenes()].iter().chain(&im.tail).copied().collect();
+            npy::expect_rank(&name, &shape, &[4], "[S, H, W, 3] uint8")?;
+            if shape[3] != 3 {
+                bail!("{name}: shape {}: the last axis must be 3 (RGB)", fmt_shape(&shape));
+            }
+            if shape[..3].contains(&0) {
+                bail!("{name}: shape {} has an empty axis (no scenes or no pixels)", fmt_shape(&shape));
+            }
+            check_count(im, "images")?;
+            image_hw = (shape[1], shape[2]);
+            if features.is_none() {
+                kind = DataKind::Images;
+                grid = image_hw;
+            }
+        } else if features.is_none() {
+            bail!("{location}: no features or images");
+        }
+        if let Some(m) = &masks {
+            let name = column_name(m, "masks");
+            let shape: Vec<usize> = [m.scenes()].iter().chain(&m.tail).copied().collect();
+            npy::expect_rank(&name, &shape, &[3], "[S, H, W] label map")?;
+            if shape.contains(&0) {
+                bail!("{name}: shape {} has an empty axis", fmt_shape(&shape));
+            }
+            check_count(m, "masks")?;
+            if shape[1] < grid.0 || shape[2] < grid.1 {
+                bail!(
+                    "{name}: shape {}: masks of {}x{} are smaller than the {}x{} {} of the data; \
+                     masks must have at least that resolution",
+                    fmt_shape(&shape),
+                    shape[1],
+                    shape[2],
+                    grid.0,
+                    grid.1,
+                    if features.is_some() { "token grid" } else { "images" }
+                );
+            }
+            mask_hw = (shape[1], shape[2]);
+        }
+        let count = first.map_or(0, |(n, _)| n);
+        let store = Store { features, images, masks, identity, location };
+        Ok(Dataset { kind, count, grid, feat_dim, image_hw, mask_hw, store: Arc::new(store), index: None })
+    }
+
+    /// Open a dataset (a directory, an `.npz` file or a manifest `.json`; see [`layout`]).
+    pub fn load(path: impl AsRef<Path>) -> Result<Dataset> {
+        layout::open(path.as_ref(), &OpenOptions::default())
+    }
+
+    /// [`load`](Self::load) with options (the size image folders are resized to).
+    pub fn open(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Dataset> {
+        layout::open(path.as_ref(), opts)
+    }
+
+    /// Read every feature value of a dataset stored on disk whose features are at most
+    /// [`EAGER_CHECK_BYTES`], so that NaN, Inf and out-of-range values are refused at once.
+    fn check_values_if_small(&self) -> Result<()> {
+        let Some(f) = &self.store.features else { return Ok(()) };
+        if f.in_memory() || f.bytes() > EAGER_CHECK_BYTES {
+            return Ok(());
+        }
+        let per = f.per_scene;
+        (0..f.scenes()).into_par_iter().try_for_each_init(|| vec![0f32; per], |buf, s| f.read_f32(s, buf))
+    }
+
+    /// The store's scene behind scene `i` of this view.
+    pub fn store_scene(&self, i: usize) -> usize {
+        assert!(i < self.count, "scene index {i} out of range (count {})", self.count);
+        self.index.as_ref().map_or(i, |ix| ix[i])
+    }
+
     /// Tokens per scene (feature kind) or pixels per image (image kind).
-    pub fn n_tokens(&self) -> usize {
+    pub fn tokens(&self) -> usize {
         self.grid.0 * self.grid.1
     }
 
-    /// Same as [`n_tokens`](Self::n_tokens).
-    pub fn tokens(&self) -> usize {
-        self.n_tokens()
+    /// Same as [`tokens`](Self::tokens).
+    pub fn n_tokens(&self) -> usize {
+        self.tokens()
     }
 
-    /// Number of values per scene in `features`.
+    /// Number of values per scene of the features.
     pub fn scene_len(&self) -> usize {
-        self.n_tokens() * self.feat_dim
+        self.tokens() * self.feat_dim
     }
 
-    pub fn has_features(&self) -> bool {
-        self.kind == DataKind::Features
-    }
-
-    /// Same as [`has_features`](Self::has_features): the dataset feeds the feature model.
+    /// The dataset feeds the feature model.
     pub fn kind_is_features(&self) -> bool {
         self.kind == DataKind::Features
     }
 
     pub fn has_images(&self) -> bool {
-        self.image_hw != (0, 0)
+        self.store.images.is_some()
     }
 
-    /// Check that every array's length agrees with the declared sizes.
-    pub fn validate(&self) -> Result<()> {
-        match self.kind {
-            DataKind::Features => {
-                if self.feat_dim == 0 || self.n_tokens() == 0 {
-                    bail!("feature dataset with grid {:?} and feat_dim {}", self.grid, self.feat_dim);
-                }
-                let want = self.count * self.scene_len();
-                if self.features.len() != want {
-                    bail!(
-                        "features has {} values, expected {} ([{}, {}, {}])",
-                        self.features.len(),
-                        want,
-                        self.count,
-                        self.n_tokens(),
-                        self.feat_dim
-                    );
-                }
-            }
-            DataKind::Images => {
-                if !self.features.is_empty() {
-                    bail!("image dataset with features");
-                }
-                if self.grid != self.image_hw {
-                    bail!("image dataset: grid {:?} != image size {:?}", self.grid, self.image_hw);
-                }
-            }
-        }
-        let want_img = self.count * self.image_hw.0 * self.image_hw.1 * 3;
-        if self.images.len() != want_img {
-            bail!("images has {} values, expected {want_img}", self.images.len());
-        }
-        if self.kind == DataKind::Images && self.image_hw.0 * self.image_hw.1 == 0 {
-            bail!("image dataset without images");
-        }
-        if let Some(m) = &self.masks {
-            let want = self.count * self.mask_hw.0 * self.mask_hw.1;
-            if m.len() != want || want == 0 && self.count > 0 {
-                bail!("masks has {} values, expected {want} (mask size {:?})", m.len(), self.mask_hw);
-            }
-            if self.mask_hw.0 < self.grid.0 || self.mask_hw.1 < self.grid.1 {
-                bail!("masks of {:?} are smaller than the grid {:?} of the data", self.mask_hw, self.grid);
-            }
+    pub fn has_masks(&self) -> bool {
+        self.store.masks.is_some()
+    }
+
+    /// Where the data is: its path, or the generator.
+    pub fn location(&self) -> &str {
+        &self.store.location
+    }
+
+    /// What the underlying data is (see `Store::identity`); views of one store share it.
+    pub fn identity(&self) -> &str {
+        &self.store.identity
+    }
+
+    /// True when every array is held in memory (generated data).
+    pub fn in_memory(&self) -> bool {
+        [&self.store.features, &self.store.images, &self.store.masks].iter().all(|c| c.as_ref().is_none_or(|c| c.in_memory()))
+    }
+
+    /// Bytes of the features (0 for image data), the way they are stored.
+    pub fn feature_bytes(&self) -> u64 {
+        self.store.features.as_ref().map_or(0, |c| c.bytes())
+    }
+
+    /// `features: [S, 256, 768] float16 in 14 shards`, for the log.
+    pub fn describe(&self) -> String {
+        let cols = [("features", &self.store.features), ("images", &self.store.images), ("masks", &self.store.masks)];
+        let parts: Vec<String> = cols
+            .iter()
+            .filter_map(|(name, c)| {
+                let c = c.as_ref()?;
+                let files = c.files_of();
+                let ty = files.first().map_or(if *name == "features" { "float32" } else { "uint8" }, |a| a.dtype().numpy_name());
+                let shape: Vec<usize> = [self.count].iter().chain(&c.tail).copied().collect();
+                let place = match files.len() {
+                    0 => "in memory".to_string(),
+                    1 => "on disk".to_string(),
+                    n => format!("in {n} shards"),
+                };
+                Some(format!("{name} {} {ty} {place}", fmt_shape(&shape)))
+            })
+            .collect();
+        parts.join(", ")
+    }
+
+    /// Features of the given scenes, `[B, N, F]` f32, into `out` (resized).
+    pub fn features_into(&self, scenes: &[usize], out: &mut Vec<f32>) -> Result<()> {
+        let f = self.store.features.as_ref().ok_or_else(|| anyhow!("{}: the dataset has no features", self.location()))?;
+        let per = f.per_scene;
+        out.resize(scenes.len() * per, 0.0);
+        for (o, &s) in out.chunks_exact_mut(per).zip(scenes) {
+            f.read_f32(self.store_scene(s), o)?;
         }
         Ok(())
     }
 
-    /// Load a dataset directory (see the module docs for the layout).
-    pub fn load(dir: impl AsRef<Path>) -> Result<Dataset> {
-        let dir = dir.as_ref();
-        if !dir.is_dir() {
-            bail!("{}: not a dataset directory (it does not exist or is not a directory)", dir.display());
-        }
-        let fpath = dir.join(FEATURES_FILE);
-        let ipath = dir.join(IMAGES_FILE);
-        let idir = dir.join(IMAGES_DIR);
-        let mpath = dir.join(MASKS_FILE);
-
-        // (count, source file) of the first array read, for mismatch messages
-        let mut first: Option<(usize, String)> = None;
-        let mut check_count = |n: usize, what: &Path| -> Result<()> {
-            match &first {
-                None => {
-                    first = Some((n, what.display().to_string()));
-                    Ok(())
-                }
-                Some((m, src)) if *m != n => {
-                    bail!("scene count mismatch: {} has {n} scenes but {src} has {m}", what.display())
-                }
-                Some(_) => Ok(()),
-            }
-        };
-
-        let mut ds = Dataset {
-            kind: DataKind::Features,
-            count: 0,
-            grid: (0, 0),
-            feat_dim: 0,
-            features: Vec::new(),
-            images: Vec::new(),
-            image_hw: (0, 0),
-            masks: None,
-            mask_hw: (0, 0),
-        };
-        let have_features = fpath.is_file();
-        if have_features {
-            let (data, shape) = npy::read_f32(&fpath)?;
-            npy::expect_rank(&fpath, &shape, &[3, 4], "[S, N, F] or [S, h, w, F]")?;
-            let (s, grid, f) = if shape.len() == 3 {
-                let n = shape[1];
-                let side = is_square(n).ok_or_else(|| {
-                    anyhow!(
-                        "{}: shape {}: N = {n} tokens is not a perfect square; save the features as [S, h, w, F]",
-                        fpath.display(),
-                        fmt_shape(&shape)
-                    )
-                })?;
-                (shape[0], (side, side), shape[2])
-            } else {
-                (shape[0], (shape[1], shape[2]), shape[3])
-            };
-            if f == 0 || grid.0 * grid.1 == 0 {
-                bail!("{}: shape {} has an empty token or feature axis", fpath.display(), fmt_shape(&shape));
-            }
-            if s == 0 {
-                bail!("{}: shape {} holds no scenes", fpath.display(), fmt_shape(&shape));
-            }
-            check_feature_values(&fpath, &shape, &data)?;
-            check_count(s, &fpath)?;
-            ds.count = s;
-            ds.grid = grid;
-            ds.feat_dim = f;
-            ds.features = data;
-        }
-
-        let images = if ipath.is_file() {
-            let (data, shape) = npy::read_u8(&ipath)?;
-            npy::expect_rank(&ipath, &shape, &[4], "[S, H, W, 3] uint8")?;
-            if shape[3] != 3 {
-                bail!("{}: shape {}: the last axis must be 3 (RGB)", ipath.display(), fmt_shape(&shape));
-            }
-            if shape[..3].contains(&0) {
-                bail!("{}: shape {} has an empty axis (no scenes or no pixels)", ipath.display(), fmt_shape(&shape));
-            }
-            check_count(shape[0], &ipath)?;
-            Some((data, shape[0], (shape[1], shape[2])))
-        } else if idir.is_dir() {
-            let (data, n, hw) = load_png_dir(&idir)?;
-            check_count(n, &idir)?;
-            Some((data, n, hw))
-        } else {
-            None
-        };
-        match images {
-            Some((data, n, hw)) => {
-                ds.images = data;
-                ds.image_hw = hw;
-                if !have_features {
-                    ds.kind = DataKind::Images;
-                    ds.count = n;
-                    ds.grid = hw;
-                }
-            }
-            None if !have_features => {
-                bail!("{}: no {FEATURES_FILE}, {IMAGES_FILE} or {IMAGES_DIR}/ found", dir.display())
-            }
-            None => {}
-        }
-
-        if mpath.is_file() {
-            let (data, shape) = npy::read_labels_u8(&mpath)?;
-            npy::expect_rank(&mpath, &shape, &[3], "[S, H, W] label map")?;
-            if shape.contains(&0) {
-                bail!("{}: shape {} has an empty axis", mpath.display(), fmt_shape(&shape));
-            }
-            check_count(shape[0], &mpath)?;
-            if shape[1] < ds.grid.0 || shape[2] < ds.grid.1 {
-                bail!(
-                    "{}: shape {}: masks of {}x{} are smaller than the {}x{} {} of the data; \
-                     masks must have at least that resolution",
-                    mpath.display(),
-                    fmt_shape(&shape),
-                    shape[1],
-                    shape[2],
-                    ds.grid.0,
-                    ds.grid.1,
-                    if have_features { "token grid" } else { "images" }
-                );
-            }
-            ds.mask_hw = (shape[1], shape[2]);
-            ds.masks = Some(data);
-        }
-        ds.validate().with_context(|| format!("{}: inconsistent dataset", dir.display()))?;
-        Ok(ds)
+    /// Features of the given scenes, `[B, N, F]`.
+    pub fn features_batch(&self, scenes: &[usize]) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.features_into(scenes, &mut out)?;
+        Ok(out)
     }
 
-    /// Save to `dir` (created if needed): each present array is written atomically.
-    /// Features are written `[S, N, F]` when the grid is square, else `[S, h, w, F]`.
-    /// Files this dataset does not have are left alone.
-    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
-        let dir = dir.as_ref();
-        self.validate()?;
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create the dataset directory", dir.display()))?;
-        if self.kind == DataKind::Features {
-            let shape = if self.grid.0 == self.grid.1 {
-                vec![self.count, self.n_tokens(), self.feat_dim]
-            } else {
-                vec![self.count, self.grid.0, self.grid.1, self.feat_dim]
-            };
-            npy::write_f32(&dir.join(FEATURES_FILE), &self.features, &shape)?;
-        }
-        if self.has_images() {
-            npy::write_u8(&dir.join(IMAGES_FILE), &self.images, &[self.count, self.image_hw.0, self.image_hw.1, 3])?;
-        }
-        if let Some(m) = &self.masks {
-            npy::write_u8(&dir.join(MASKS_FILE), m, &[self.count, self.mask_hw.0, self.mask_hw.1])?;
-        }
-        Ok(())
+    /// One scene's features `[N, F]`.
+    pub fn scene_features(&self, s: usize) -> Result<Vec<f32>> {
+        self.features_batch(&[s])
     }
 
-    /// [`save`](Self::save), all or nothing when `dir` does not exist yet: the files are written
-    /// into a sibling temporary directory that is renamed to `dir` at the end (and removed on
-    /// any error), so a failed save leaves no partial dataset. An existing `dir` is written
-    /// file by file, each file atomically.
-    pub fn save_new(&self, dir: impl AsRef<Path>) -> Result<()> {
-        let dir = dir.as_ref();
-        if dir.exists() {
-            return self.save(dir);
+    fn bytes_batch(&self, col: &Option<Column>, scenes: &[usize]) -> Result<Option<Vec<u8>>> {
+        let Some(c) = col else { return Ok(None) };
+        let per = c.per_scene;
+        let mut out = vec![0u8; scenes.len() * per];
+        for (o, &s) in out.chunks_exact_mut(per).zip(scenes) {
+            c.read_u8(self.store_scene(s), o)?;
         }
-        let name = dir.file_name().ok_or_else(|| anyhow!("{}: not a directory path", dir.display()))?;
-        let tmp = dir.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("{}: cannot create the dataset directory", dir.display()))?;
-        }
-        let res = self.save(&tmp).and_then(|_| {
-            std::fs::rename(&tmp, dir).with_context(|| format!("{}: cannot rename to {}", tmp.display(), dir.display()))
-        });
-        if res.is_err() && tmp.exists() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        res
+        Ok(Some(out))
     }
 
-    /// A new dataset with the given scenes, in the given order.
+    /// Images of the given scenes `[B, H, W, 3]` uint8 (None without images).
+    pub fn images_batch(&self, scenes: &[usize]) -> Result<Option<Vec<u8>>> {
+        self.bytes_batch(&self.store.images, scenes)
+    }
+
+    /// Images of the given scenes as f32 in [0, 1], `[B, H, W, 3]`.
+    pub fn images_batch_f32(&self, scenes: &[usize]) -> Result<Vec<f32>> {
+        let bytes = self.images_batch(scenes)?.ok_or_else(|| anyhow!("{}: the dataset has no images", self.location()))?;
+        Ok(bytes.iter().map(|&v| v as f32 / 255.0).collect())
+    }
+
+    /// One scene's image `[H, W, 3]`, if the dataset has images.
+    pub fn image(&self, s: usize) -> Result<Option<Vec<u8>>> {
+        self.images_batch(&[s])
+    }
+
+    /// Masks of the given scenes, `[B, Hm, Wm]`, if the dataset has masks.
+    pub fn masks_batch(&self, scenes: &[usize]) -> Result<Option<Vec<u8>>> {
+        self.bytes_batch(&self.store.masks, scenes)
+    }
+
+    /// The mask of one scene, `[Hm, Wm]`, if the dataset has masks.
+    pub fn mask(&self, s: usize) -> Result<Option<Vec<u8>>> {
+        self.masks_batch(&[s])
+    }
+
+    /// Every scene's features `[S, N, F]` (for tests and small sets).
+    pub fn all_features(&self) -> Result<Vec<f32>> {
+        self.features_batch(&(0..self.count).collect::<Vec<_>>())
+    }
+
+    /// Every scene's image `[S, H, W, 3]` (empty without images).
+    pub fn all_images(&self) -> Result<Vec<u8>> {
+        Ok(self.images_batch(&(0..self.count).collect::<Vec<_>>())?.unwrap_or_default())
+    }
+
+    /// The masks of every scene of the view, `[S, Hm, Wm]` (None without masks).
+    pub fn all_masks(&self) -> Result<Option<Vec<u8>>> {
+        self.masks_batch(&(0..self.count).collect::<Vec<_>>())
+    }
+
+    /// A view of the given scenes, in the given order (the data is shared, not copied).
     pub fn select(&self, indices: &[usize]) -> Dataset {
-        for &i in indices {
-            assert!(i < self.count, "scene index {i} out of range (count {})", self.count);
-        }
-        let gather = |data: &[u8], per: usize| -> Vec<u8> {
-            indices.iter().flat_map(|&i| data[i * per..(i + 1) * per].iter().copied()).collect()
-        };
-        Dataset {
-            kind: self.kind,
-            count: indices.len(),
-            grid: self.grid,
-            feat_dim: self.feat_dim,
-            features: self.features_batch(indices),
-            images: if self.has_images() {
-                gather(&self.images, self.image_hw.0 * self.image_hw.1 * 3)
-            } else {
-                Vec::new()
-            },
-            image_hw: self.image_hw,
-            masks: self.masks.as_ref().map(|m| gather(m, self.mask_hw.0 * self.mask_hw.1)),
-            mask_hw: self.mask_hw,
-        }
+        let index: Vec<usize> = indices.iter().map(|&i| self.store_scene(i)).collect();
+        Dataset { count: index.len(), index: Some(Arc::new(index)), ..self.clone() }
     }
 
     /// A deterministic random subset of `percent` percent of the scenes (0 < percent <= 100;
-    /// at least one scene), kept in their original order. 100 returns a copy. The same
-    /// (dataset, percent, seed) always gives the same scenes.
-    /// Panics on a percent outside (0, 100]; [`try_subset`](Self::try_subset) returns an error.
+    /// at least one scene), kept in their original order. The same (dataset, percent, seed)
+    /// always gives the same scenes.
     pub fn subset(&self, percent: f32, seed: u64) -> Dataset {
         self.try_subset(percent, seed).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -412,91 +409,132 @@ impl Dataset {
         }
         let n = ((self.count as f64 * percent as f64 / 100.0).round() as usize).clamp(1, self.count.max(1));
         let mut idx: Vec<usize> = (0..self.count).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        idx.shuffle(&mut rng);
+        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         idx.truncate(n.min(self.count));
         idx.sort_unstable();
         Ok(self.select(&idx))
     }
 
     /// Fixed split `(train, val)`: the last `val_count` scenes are validation, the rest
-    /// training. Panics if `val_count > count`; [`try_split`](Self::try_split) returns an
-    /// error instead, also when no training scene would remain.
+    /// training. Panics if `val_count > count`.
     pub fn split(&self, val_count: usize) -> (Dataset, Dataset) {
-        assert!(
-            val_count <= self.count,
-            "cannot hold out {val_count} validation scenes from a dataset of {}",
-            self.count
-        );
+        assert!(val_count <= self.count, "cannot hold out {val_count} validation scenes from a dataset of {}", self.count);
         let cut = self.count - val_count;
-        let train: Vec<usize> = (0..cut).collect();
-        let val: Vec<usize> = (cut..self.count).collect();
-        (self.select(&train), self.select(&val))
+        (self.select(&(0..cut).collect::<Vec<_>>()), self.select(&(cut..self.count).collect::<Vec<_>>()))
     }
 
     /// [`split`](Self::split), with an error if no training scene would remain.
     pub fn try_split(&self, val_count: usize) -> Result<(Dataset, Dataset)> {
         if val_count >= self.count {
-            bail!(
-                "cannot hold out {val_count} validation scenes from a dataset of {}: no training scene would remain",
-                self.count
-            );
+            bail!("cannot hold out {val_count} validation scenes from a dataset of {}: no training scene would remain", self.count);
         }
         Ok(self.split(val_count))
     }
 
-    /// Same as [`features_batch`](Self::features_batch).
-    pub fn gather_features(&self, indices: &[usize]) -> Vec<f32> {
-        self.features_batch(indices)
+    /// A copy of this view's scenes held in memory as float32 / uint8 (for benchmarks and
+    /// for small sets read many times).
+    pub fn to_memory(&self) -> Result<Dataset> {
+        let all: Vec<usize> = (0..self.count).collect();
+        let features = if self.kind_is_features() { self.features_batch(&all)? } else { Vec::new() };
+        Dataset::from_memory(
+            self.kind,
+            self.grid,
+            self.feat_dim,
+            features,
+            self.images_batch(&all)?.unwrap_or_default(),
+            self.image_hw,
+            self.masks_batch(&all)?,
+            self.mask_hw,
+            format!("memory copy of {} ({} scenes)", self.identity(), self.count),
+        )
     }
 
-    /// Features of the given scenes, `[B, N, F]` (empty when there are no features).
-    pub fn features_batch(&self, indices: &[usize]) -> Vec<f32> {
-        let mut out = Vec::new();
-        self.features_batch_into(indices, &mut out);
-        out
+    /// Save to `dir` (created if needed): single `.npy` files, each written atomically,
+    /// scene by scene (the dataset need not fit in memory). Features are written float32
+    /// `[S, N, F]` when the grid is square, else `[S, h, w, F]`.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| anyhow!("{}: cannot create the dataset directory: {e}", dir.display()))?;
+        self.save_shard(dir, "", 0..self.count, npy::DType::F32)
     }
 
-    /// [`features_batch`](Self::features_batch) into a reused buffer (cleared first).
-    pub fn features_batch_into(&self, indices: &[usize], out: &mut Vec<f32>) {
-        out.clear();
-        if self.features.is_empty() {
-            return;
+    /// Write scenes `range` as `features{suffix}.npy`, `images{suffix}.npy`, `masks{suffix}.npy`.
+    pub fn save_shard(&self, dir: &Path, suffix: &str, range: std::ops::Range<usize>, dtype: npy::DType) -> Result<()> {
+        let s = range.len();
+        if self.kind_is_features() {
+            let shape = if self.grid.0 == self.grid.1 {
+                vec![s, self.tokens(), self.feat_dim]
+            } else {
+                vec![s, self.grid.0, self.grid.1, self.feat_dim]
+            };
+            let mut w = npy::NpyWriter::create(&dir.join(format!("features{suffix}.npy")), dtype, &shape)?;
+            let mut buf = Vec::new();
+            for i in range.clone() {
+                self.features_into(&[i], &mut buf)?;
+                w.append_f32(&buf)?;
+            }
+            w.finish()?;
         }
-        let per = self.scene_len();
-        out.reserve(indices.len() * per);
-        for &i in indices {
-            assert!(i < self.count, "scene index {i} out of range (count {})", self.count);
-            out.extend_from_slice(&self.features[i * per..(i + 1) * per]);
+        let bytes = [("images", &self.store.images, vec![self.image_hw.0, self.image_hw.1, 3]), ("masks", &self.store.masks, vec![self.mask_hw.0, self.mask_hw.1])];
+        for (name, col, tail) in bytes {
+            if col.is_none() {
+                continue;
+            }
+            let shape: Vec<usize> = [s].iter().chain(&tail).copied().collect();
+            let mut w = npy::NpyWriter::create(&dir.join(format!("{name}{suffix}.npy")), npy::DType::U8, &shape)?;
+            for i in range.clone() {
+                let one = self.bytes_batch(col, &[i])?.unwrap_or_default();
+                w.append_u8(&one)?;
+            }
+            w.finish()?;
         }
+        Ok(())
     }
 
-    /// Images of the given scenes as f32 in [0, 1], `[B, H, W, 3]`.
-    pub fn images_batch_f32(&self, indices: &[usize]) -> Vec<f32> {
-        let per = self.image_hw.0 * self.image_hw.1 * 3;
-        let mut out = Vec::with_capacity(indices.len() * per);
-        for &i in indices {
-            assert!(i < self.count, "scene index {i} out of range (count {})", self.count);
-            out.extend(self.images[i * per..(i + 1) * per].iter().map(|&v| v as f32 / 255.0));
+    /// [`save`](Self::save), all or nothing when `dir` does not exist yet: the files are written
+    /// into a sibling temporary directory renamed to `dir` at the end (and removed on any
+    /// error), so a failed save leaves no partial dataset.
+    pub fn save_new(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        if dir.exists() {
+            return self.save(dir);
         }
-        out
+        with_new_dir(dir, |tmp| self.save(tmp))
     }
+}
 
-    /// Masks of the given scenes, `[B, Hm, Wm]`, if the dataset has masks.
-    pub fn masks_batch(&self, indices: &[usize]) -> Option<Vec<u8>> {
-        let m = self.masks.as_ref()?;
-        let per = self.mask_hw.0 * self.mask_hw.1;
-        let mut out = Vec::with_capacity(indices.len() * per);
-        for &i in indices {
-            assert!(i < self.count, "scene index {i} out of range (count {})", self.count);
-            out.extend_from_slice(&m[i * per..(i + 1) * per]);
+/// Run `write` on a sibling temporary directory of `dir` and rename it to `dir` when it
+/// succeeds; remove it when it fails. `dir` must not exist.
+pub fn with_new_dir(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = dir.file_name().ok_or_else(|| anyhow!("{}: not a directory path", dir.display()))?;
+    let tmp = dir.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| anyhow!("{}: cannot create the directory: {e}", dir.display()))?;
+    }
+    let res = std::fs::create_dir_all(&tmp)
+        .map_err(|e| anyhow!("{}: cannot create: {e}", tmp.display()))
+        .and_then(|_| write(&tmp))
+        .and_then(|_| std::fs::rename(&tmp, dir).map_err(|e| anyhow!("{}: cannot rename to {}: {e}", tmp.display(), dir.display())));
+    if res.is_err() && tmp.exists() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    if res.is_ok() {
+        npy::sync_dir(dir.parent().unwrap_or(Path::new(".")));
+    }
+    res
+}
+
+/// Equal when the views have the same shapes and the same values (reads every scene).
+impl PartialEq for Dataset {
+    fn eq(&self, o: &Dataset) -> bool {
+        let meta = |d: &Dataset| (d.kind, d.count, d.grid, d.feat_dim, d.image_hw, d.mask_hw, d.has_images(), d.has_masks());
+        if meta(self) != meta(o) {
+            return false;
         }
-        Some(out)
-    }
-
-    /// The mask of one scene, `[Hm, Wm]`.
-    pub fn mask(&self, i: usize) -> Option<&[u8]> {
-        let per = self.mask_hw.0 * self.mask_hw.1;
-        self.masks.as_ref().map(|m| &m[i * per..(i + 1) * per])
+        let all: Vec<usize> = (0..self.count).collect();
+        let f = |d: &Dataset| if d.kind_is_features() { d.features_batch(&all).ok() } else { Some(vec![]) };
+        f(self) == f(o)
+            && self.images_batch(&all).ok() == o.images_batch(&all).ok()
+            && self.masks_batch(&all).ok() == o.masks_batch(&all).ok()
     }
 }

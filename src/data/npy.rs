@@ -1,26 +1,35 @@
-//! Strict `.npy` reading and atomic `.npy` writing.
+//! `.npy` arrays: headers parsed with `npyz`, data read by position (never the whole file at
+//! once), float16 / bfloat16 / float64 converted to f32 per read, and atomic writes.
 //!
-//! Only what slotforge needs: C-order arrays of `f32` (and `f64`, converted on read),
-//! `u8`, and integer label maps (any integer dtype or bool, read to `i64` / `u32` / `u8`).
-//! Reads return `(data, shape)` (C order); writes take `(path, data, shape)`.
-//! Every error names the file and the problem: not an `.npy` file, a malformed header,
-//! an unsupported dtype, truncated or trailing data, non-finite float values (with the
-//! index of the first one), values out of range for the requested label type.
+//! An [`NpyArray`] is an open `.npy` file, or an `.npy` entry stored uncompressed in an `.npz`
+//! archive (the same bytes at an offset). Opening checks the header and that the file holds
+//! exactly the bytes the shape needs; reads are positional (`pread`), so any number of
+//! threads can read one array and nothing is mapped into the process: a 30 GB file costs
+//! the memory of the rows read, not of the file.
 //!
-//! Writes go to `<name>.tmp` in the target's directory, are flushed and synced, then
-//! renamed over the target; on any error the temporary file is removed, so a reader
-//! never sees a half-written array.
+//! bfloat16: numpy has no bfloat16 of its own; arrays of `ml_dtypes.bfloat16` (what
+//! `torch.Tensor.numpy()` users reach for) are written by `np.save` with the descr `<V2`
+//! (2-byte void). A 2-byte void array is read as bfloat16; the descr `bfloat16` is accepted too.
+//!
+//! Every error names the file and the problem: not an `.npy` file, a malformed header, an
+//! unsupported dtype, truncated or trailing data, non-finite values (with the index of the
+//! first one), labels out of range.
 
-use anyhow::{anyhow, bail, Context, Result};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use half::{bf16, f16};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
 /// Element type of an `.npy` file, as far as slotforge understands it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
+    F16,
+    BF16,
     F32,
     F64,
     Bool,
@@ -38,17 +47,19 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::Bool | DType::U8 | DType::I8 => 1,
-            DType::U16 | DType::I16 => 2,
+            DType::F16 | DType::BF16 | DType::U16 | DType::I16 => 2,
             DType::F32 | DType::U32 | DType::I32 => 4,
             DType::F64 | DType::U64 | DType::I64 => 8,
         }
     }
-    pub fn is_integer(self) -> bool {
-        !matches!(self, DType::F32 | DType::F64)
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F16 | DType::BF16 | DType::F32 | DType::F64)
     }
-    /// numpy's name for the type (`float32`, `uint8`, ...), for error messages.
+    /// numpy's name for the type (`float32`, `uint8`, ...), for messages.
     pub fn numpy_name(self) -> &'static str {
         match self {
+            DType::F16 => "float16",
+            DType::BF16 => "bfloat16",
             DType::F32 => "float32",
             DType::F64 => "float64",
             DType::Bool => "bool",
@@ -62,8 +73,11 @@ impl DType {
             DType::I64 => "int64",
         }
     }
-    fn descr_le(self) -> &'static str {
+    /// The little-endian descr written in headers (bfloat16 as numpy writes ml_dtypes' type).
+    pub fn descr_le(self) -> &'static str {
         match self {
+            DType::F16 => "<f2",
+            DType::BF16 => "<V2",
             DType::F32 => "<f4",
             DType::F64 => "<f8",
             DType::Bool => "|b1",
@@ -77,6 +91,15 @@ impl DType {
             DType::I64 => "<i8",
         }
     }
+    /// `f32`, `f16` or `bf16` (the `gen-data --dtype` names).
+    pub fn parse_float(name: &str) -> Result<DType> {
+        match name {
+            "f32" | "float32" => Ok(DType::F32),
+            "f16" | "float16" => Ok(DType::F16),
+            "bf16" | "bfloat16" => Ok(DType::BF16),
+            _ => bail!("unknown float dtype '{name}' (f32, f16 or bf16)"),
+        }
+    }
 }
 
 /// A parsed `.npy` header.
@@ -86,8 +109,8 @@ pub struct Header {
     /// true if the data is big-endian (multi-byte types only)
     pub big_endian: bool,
     pub shape: Vec<usize>,
-    /// offset of the first data byte in the file
-    pub data_offset: usize,
+    /// offset of the first data byte in the file (for an `.npz` entry: in the archive)
+    pub data_offset: u64,
 }
 
 impl Header {
@@ -96,6 +119,9 @@ impl Header {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    pub fn data_bytes(&self) -> u64 {
+        self.len() as u64 * self.dtype.size() as u64
     }
 }
 
@@ -125,178 +151,82 @@ pub fn fmt_shape(shape: &[usize]) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
+// positional reads
+
+/// Fill `buf` from `file` at byte `offset`.
+pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = std::os::windows::fs::FileExt::seek_read(file, &mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// A `Read` over `file` from `pos`, counting what it reads (npyz parses headers from a reader).
+struct ReadFrom<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for ReadFrom<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.end.saturating_sub(self.pos)) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        read_at(self.file, &mut buf[..n], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // header parsing
 
-fn parse_descr(descr: &str) -> Result<(DType, bool)> {
-    let (order, code) = match descr.chars().next() {
-        Some(c @ ('<' | '>' | '|' | '=')) => (c, &descr[1..]),
-        _ => ('=', descr),
+fn map_dtype(descr: &str, ts: &npyz::TypeStr) -> Result<(DType, bool)> {
+    use npyz::TypeChar as C;
+    let size = ts.size_field();
+    let dtype = match (ts.type_char(), size) {
+        (C::Float, 2) => DType::F16,
+        (C::Float, 4) => DType::F32,
+        (C::Float, 8) => DType::F64,
+        (C::RawData, 2) => DType::BF16,
+        (C::Bool, 1) => DType::Bool,
+        (C::Uint, 1) => DType::U8,
+        (C::Int, 1) => DType::I8,
+        (C::Uint, 2) => DType::U16,
+        (C::Int, 2) => DType::I16,
+        (C::Uint, 4) => DType::U32,
+        (C::Int, 4) => DType::I32,
+        (C::Uint, 8) => DType::U64,
+        (C::Int, 8) => DType::I64,
+        _ => bail!(
+            "unsupported dtype '{descr}' (supported: float32, float16, bfloat16 (written as '<V2'), float64, bool and integer types)"
+        ),
     };
-    let dtype = match code {
-        "f4" => DType::F32,
-        "f8" => DType::F64,
-        "b1" => DType::Bool,
-        "u1" => DType::U8,
-        "i1" => DType::I8,
-        "u2" => DType::U16,
-        "i2" => DType::I16,
-        "u4" => DType::U32,
-        "i4" => DType::I32,
-        "u8" => DType::U64,
-        "i8" => DType::I64,
-        _ => bail!("unsupported dtype '{descr}' (supported: float32, float64, bool and integer types)"),
-    };
-    let big = match order {
-        '>' => true,
-        '<' | '|' => false,
-        _ => cfg!(target_endian = "big"),
-    };
+    let big = ts.endianness() == npyz::Endianness::Big;
     Ok((dtype, big && dtype.size() > 1))
 }
 
-/// Minimal parser for the Python dict literal of an `.npy` header.
-struct DictParser<'a> {
-    s: &'a [u8],
-    pos: usize,
-}
-
-enum Value {
-    Str(String),
-    Bool(bool),
-    Tuple(Vec<usize>),
-}
-
-impl<'a> DictParser<'a> {
-    fn ws(&mut self) {
-        while self.pos < self.s.len() && (self.s[self.pos] as char).is_ascii_whitespace() {
-            self.pos += 1;
-        }
-    }
-    fn peek(&mut self) -> Option<u8> {
-        self.ws();
-        self.s.get(self.pos).copied()
-    }
-    fn expect(&mut self, c: u8) -> Result<()> {
-        match self.peek() {
-            Some(x) if x == c => {
-                self.pos += 1;
-                Ok(())
-            }
-            Some(x) => bail!("expected '{}' at header byte {}, found '{}'", c as char, self.pos, x as char),
-            None => bail!("expected '{}' but the header ended", c as char),
-        }
-    }
-    fn string(&mut self) -> Result<String> {
-        let q = self.peek().ok_or_else(|| anyhow!("header ended where a string was expected"))?;
-        if q != b'\'' && q != b'"' {
-            bail!("expected a quoted string at header byte {}", self.pos);
-        }
-        self.pos += 1;
-        let start = self.pos;
-        while self.pos < self.s.len() && self.s[self.pos] != q {
-            self.pos += 1;
-        }
-        if self.pos >= self.s.len() {
-            bail!("unterminated string in header");
-        }
-        let out = String::from_utf8_lossy(&self.s[start..self.pos]).into_owned();
-        self.pos += 1;
-        Ok(out)
-    }
-    fn value(&mut self) -> Result<Value> {
-        match self.peek() {
-            Some(b'\'') | Some(b'"') => Ok(Value::Str(self.string()?)),
-            Some(b'T') if self.s[self.pos..].starts_with(b"True") => {
-                self.pos += 4;
-                Ok(Value::Bool(true))
-            }
-            Some(b'F') if self.s[self.pos..].starts_with(b"False") => {
-                self.pos += 5;
-                Ok(Value::Bool(false))
-            }
-            Some(b'(') => {
-                self.pos += 1;
-                let mut dims = Vec::new();
-                loop {
-                    match self.peek() {
-                        Some(b')') => {
-                            self.pos += 1;
-                            break;
-                        }
-                        Some(c) if c.is_ascii_digit() => {
-                            let start = self.pos;
-                            while self.pos < self.s.len() && self.s[self.pos].is_ascii_digit() {
-                                self.pos += 1;
-                            }
-                            let txt = std::str::from_utf8(&self.s[start..self.pos]).unwrap();
-                            // numpy may write e.g. "3L" on Python 2
-                            if self.s.get(self.pos) == Some(&b'L') {
-                                self.pos += 1;
-                            }
-                            dims.push(
-                                txt.parse::<usize>().map_err(|_| anyhow!("shape dimension '{txt}' is too large"))?,
-                            );
-                            match self.peek() {
-                                Some(b',') => self.pos += 1,
-                                Some(b')') => {}
-                                _ => bail!("malformed shape tuple in header"),
-                            }
-                        }
-                        Some(c) => bail!("unexpected '{}' in shape tuple", c as char),
-                        None => bail!("header ended inside the shape tuple"),
-                    }
-                }
-                Ok(Value::Tuple(dims))
-            }
-            Some(c) => bail!("unexpected '{}' at header byte {}", c as char, self.pos),
-            None => bail!("header ended where a value was expected"),
-        }
-    }
-}
-
-fn parse_dict(text: &[u8]) -> Result<(String, bool, Vec<usize>)> {
-    let mut p = DictParser { s: text, pos: 0 };
-    p.expect(b'{')?;
-    let (mut descr, mut fortran, mut shape) = (None, None, None);
-    loop {
-        match p.peek() {
-            Some(b'}') => {
-                p.pos += 1;
-                break;
-            }
-            Some(_) => {}
-            None => bail!("header dict is not closed"),
-        }
-        let key = p.string()?;
-        p.expect(b':')?;
-        let val = p.value()?;
-        match (key.as_str(), val) {
-            ("descr", Value::Str(s)) => descr = Some(s),
-            ("fortran_order", Value::Bool(b)) => fortran = Some(b),
-            ("shape", Value::Tuple(t)) => shape = Some(t),
-            ("descr", _) => bail!("'descr' is not a simple dtype string (structured arrays are not supported)"),
-            ("fortran_order", _) => bail!("'fortran_order' is not True/False"),
-            ("shape", _) => bail!("'shape' is not a tuple of integers"),
-            (k, _) => bail!("unexpected header key '{k}'"),
-        }
-        match p.peek() {
-            Some(b',') => p.pos += 1,
-            Some(b'}') => {}
-            _ => bail!("expected ',' or '}}' in header dict"),
-        }
-    }
-    if p.s[p.pos..].iter().any(|c| !c.is_ascii_whitespace()) {
-        bail!("unexpected bytes after the header dict");
-    }
-    Ok((
-        descr.ok_or_else(|| anyhow!("header has no 'descr'"))?,
-        fortran.ok_or_else(|| anyhow!("header has no 'fortran_order'"))?,
-        shape.ok_or_else(|| anyhow!("header has no 'shape'"))?,
-    ))
-}
-
-/// Parse the header from the first bytes of a file (must contain the whole header).
-fn parse_header_bytes(b: &[u8]) -> Result<Header> {
+/// Parse the header of the `.npy` bytes at `base..end` of `file`; `what` names them in errors.
+pub fn parse_header(file: &File, base: u64, end: u64) -> Result<Header> {
+    let avail = end.saturating_sub(base);
+    let mut first = [0u8; 12];
+    let n = avail.min(12) as usize;
+    read_at(file, &mut first[..n], base).context("read failed")?;
+    let b = &first[..n];
     if b.is_empty() {
         bail!("empty file (0 bytes): not an .npy file");
     }
@@ -306,24 +236,30 @@ fn parse_header_bytes(b: &[u8]) -> Result<Header> {
     if b.len() < 10 || &b[..6] != MAGIC {
         bail!("not an .npy file (missing the \\x93NUMPY magic)");
     }
-    let (major, minor) = (b[6], b[7]);
-    let (hlen, start) = match major {
-        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
-        2 | 3 => {
-            if b.len() < 12 {
-                bail!("truncated header");
-            }
-            (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
-        }
-        _ => bail!("unsupported .npy format version {major}.{minor}"),
+    let (hlen, start) = match b[6] {
+        1 => (u16::from_le_bytes([b[8], b[9]]) as u64, 10),
+        2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as u64, 12),
+        2 | 3 => bail!("truncated header"),
+        v => bail!("unsupported .npy format version {v}.{}", b[7]),
     };
-    if b.len() < start + hlen {
-        bail!("truncated header: it claims {hlen} bytes but the file has {}", b.len().saturating_sub(start));
+    if avail < start + hlen {
+        bail!("truncated header: it claims {hlen} bytes but the file has {}", avail.saturating_sub(start));
     }
-    let text = &b[start..start + hlen];
-    let (descr, fortran, shape) = parse_dict(text).context("malformed .npy header")?;
-    let (dtype, big_endian) = parse_descr(&descr)?;
-    if fortran && shape.len() > 1 {
+    // the dict, the one thing numpy's format has that is worth a maintained parser
+    let mut reader = ReadFrom { file, pos: base, end: base + start + hlen };
+    let header = npyz::NpyHeader::from_reader(&mut reader).map_err(|e| {
+        let mut text = vec![0u8; hlen.min(4096) as usize];
+        let shown = read_at(file, &mut text, base + start).map(|_| String::from_utf8_lossy(&text).trim().to_string()).unwrap_or_default();
+        let why = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        anyhow!("malformed .npy header: {why} (header: {shown})")
+    })?;
+    let descr = header.dtype().descr().trim_matches('\'').to_string();
+    let npyz::DType::Plain(ts) = header.dtype() else {
+        bail!("dtype {descr} is a structured type: only plain arrays are supported");
+    };
+    let (dtype, big_endian) = map_dtype(&descr, &ts)?;
+    let shape: Vec<usize> = header.shape().iter().map(|&d| d as usize).collect();
+    if header.order() == npyz::Order::Fortran && shape.len() > 1 {
         bail!("fortran_order arrays are not supported (save with np.ascontiguousarray)");
     }
     shape
@@ -331,212 +267,227 @@ fn parse_header_bytes(b: &[u8]) -> Result<Header> {
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .and_then(|n| n.checked_mul(dtype.size()))
         .ok_or_else(|| anyhow!("shape {} is too large", fmt_shape(&shape)))?;
-    Ok(Header { dtype, big_endian, shape, data_offset: start + hlen })
+    Ok(Header { dtype, big_endian, shape, data_offset: base + start + hlen })
 }
 
-/// Read and parse the header of an `.npy` file.
-pub fn read_header(path: &Path) -> Result<Header> {
-    let mut f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut first = [0u8; 12];
-    let n = read_up_to(&mut f, &mut first).with_context(|| format!("{}: read failed", path.display()))?;
-    let mut buf = first[..n].to_vec();
-    if n >= 10 && &buf[..6] == MAGIC {
-        let (hlen, start) = if buf[6] == 1 {
-            (u16::from_le_bytes([buf[8], buf[9]]) as usize, 10)
-        } else if n >= 12 {
-            (u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize, 12)
-        } else {
-            (0, 10)
-        };
-        let want = (start + hlen).min(1 << 24);
-        if want > buf.len() {
-            let mut rest = vec![0u8; want - buf.len()];
-            let got = read_up_to(&mut f, &mut rest).with_context(|| format!("{}: read failed", path.display()))?;
-            buf.extend_from_slice(&rest[..got]);
+// ---------------------------------------------------------------------------------------
+// arrays
+
+/// An open array: a `.npy` file or an uncompressed `.npz` entry, read by position.
+#[derive(Clone, Debug)]
+pub struct NpyArray {
+    /// What errors call it: `dir/features.npy`, or `dir/data.npz:features`.
+    pub name: String,
+    pub path: PathBuf,
+    file: Arc<File>,
+    pub header: Header,
+}
+
+impl NpyArray {
+    /// Open a `.npy` file and check its size against the header.
+    pub fn open(path: &Path) -> Result<NpyArray> {
+        let name = path.display().to_string();
+        let file = File::open(path).with_context(|| format!("{name}: cannot open"))?;
+        let len = file.metadata().with_context(|| format!("{name}: cannot stat"))?.len();
+        Self::at(path, name, Arc::new(file), 0, len)
+    }
+
+    /// The array stored in `file` at bytes `base..end`.
+    pub fn at(path: &Path, name: String, file: Arc<File>, base: u64, end: u64) -> Result<NpyArray> {
+        let header = parse_header(&file, base, end).with_context(|| name.clone())?;
+        let want = header.data_bytes();
+        let have = end.saturating_sub(header.data_offset);
+        let (shape, ty) = (fmt_shape(&header.shape), header.dtype.numpy_name());
+        if have < want {
+            bail!("{name}: truncated data: shape {shape} of {ty} needs {want} bytes, the file has {have}");
         }
-    }
-    parse_header_bytes(&buf).with_context(|| format!("{}", path.display()))
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        if have > want {
+            bail!("{name}: {} unexpected trailing bytes after the data of shape {shape} ({ty})", have - want);
         }
+        Ok(NpyArray { name, path: path.to_path_buf(), file, header })
     }
-    Ok(n)
-}
 
-/// Open `path`, parse its header, check the file size exactly against the header, and
-/// return the file positioned at the first data byte.
-fn open_checked(path: &Path) -> Result<(Header, File)> {
-    let header = read_header(path)?;
-    let mut f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let file_len = f.metadata().with_context(|| format!("{}: cannot stat", path.display()))?.len() as usize;
-    let want = header.len() * header.dtype.size();
-    let have = file_len.saturating_sub(header.data_offset);
-    if have < want {
-        bail!(
-            "{}: truncated data: shape {} of {} needs {want} bytes, the file has {have}",
-            path.display(),
-            fmt_shape(&header.shape),
-            header.dtype.numpy_name()
-        );
+    pub fn shape(&self) -> &[usize] {
+        &self.header.shape
     }
-    if have > want {
-        bail!(
-            "{}: {} unexpected trailing bytes after the data of shape {} ({})",
-            path.display(),
-            have - want,
-            fmt_shape(&header.shape),
-            header.dtype.numpy_name()
-        );
+    pub fn dtype(&self) -> DType {
+        self.header.dtype
     }
-    let mut skip = vec![0u8; header.data_offset];
-    f.read_exact(&mut skip).with_context(|| format!("{}: read failed", path.display()))?;
-    Ok((header, f))
-}
 
-fn read_exact_into(path: &Path, f: &mut File, buf: &mut [u8]) -> Result<()> {
-    let got = read_up_to(f, buf).with_context(|| format!("{}: read failed", path.display()))?;
-    if got < buf.len() {
-        bail!("{}: truncated data: expected {} bytes, read {got}", path.display(), buf.len());
+    /// Raw bytes of elements `start..start + buf.len() / size`.
+    fn read_raw(&self, start: usize, buf: &mut [u8]) -> Result<()> {
+        let off = self.header.data_offset + (start * self.header.dtype.size()) as u64;
+        read_at(&self.file, buf, off).with_context(|| format!("{}: read failed at byte {off}", self.name))
     }
-    Ok(())
-}
 
-/// Read the header and the raw data bytes, checking the file size exactly.
-fn read_raw(path: &Path) -> Result<(Header, Vec<u8>)> {
-    let (header, mut f) = open_checked(path)?;
-    let mut data = vec![0u8; header.len() * header.dtype.size()];
-    read_exact_into(path, &mut f, &mut data)?;
-    Ok((header, data))
-}
-
-macro_rules! decode {
-    ($bytes:expr, $big:expr, $t:ty, $n:expr) => {{
-        let n = $n;
-        $bytes
-            .chunks_exact(n)
-            .map(|c| {
-                let a: [u8; $n] = c.try_into().unwrap();
-                if $big {
-                    <$t>::from_be_bytes(a)
-                } else {
-                    <$t>::from_le_bytes(a)
+    /// Elements `start..start + out.len()` as f32 (float dtypes only), rejecting NaN / Inf and
+    /// values that overflow f32, naming the first.
+    pub fn read_f32(&self, start: usize, out: &mut [f32]) -> Result<()> {
+        let (h, n) = (&self.header, out.len());
+        match h.dtype {
+            DType::F32 => {
+                self.read_raw(start, bytemuck::cast_slice_mut(out))?;
+                if h.big_endian {
+                    out.iter_mut().for_each(|v| *v = f32::from_bits(v.to_bits().swap_bytes()));
                 }
-            })
-            .collect::<Vec<$t>>()
-    }};
-}
-
-fn check_finite<T: Copy + Into<f64>>(path: &Path, shape: &[usize], data: &[T]) -> Result<()> {
-    if let Some(i) = data.iter().position(|&v| !v.into().is_finite()) {
-        let v: f64 = data[i].into();
-        bail!("{}: non-finite value {v} at index {}", path.display(), fmt_index(i, shape));
-    }
-    Ok(())
-}
-
-/// Read a float array (float32, or float64 converted to f32). Rejects integer dtypes and
-/// any NaN/Inf (also values that overflow f32 on conversion), naming the first bad index.
-pub fn read_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
-    let h = read_header(path)?;
-    if h.dtype == DType::F32 && !h.big_endian && cfg!(target_endian = "little") {
-        // fast path: read straight into the output buffer (features can be ~1 GB)
-        let (h, mut f) = open_checked(path)?;
-        let mut data = vec![0f32; h.len()];
-        read_exact_into(path, &mut f, bytemuck::cast_slice_mut(&mut data))?;
-        check_finite(path, &h.shape, &data)?;
-        return Ok((data, h.shape));
-    }
-    let (h, bytes) = read_raw(path)?;
-    let data = match h.dtype {
-        DType::F32 => decode!(bytes, h.big_endian, f32, 4),
-        DType::F64 => {
-            let d = decode!(bytes, h.big_endian, f64, 8);
-            check_finite(path, &h.shape, &d)?;
-            d.into_iter().map(|v| v as f32).collect()
+            }
+            DType::F16 | DType::BF16 => {
+                let mut raw = vec![0u16; n];
+                self.read_raw(start, bytemuck::cast_slice_mut(&mut raw))?;
+                if h.big_endian {
+                    raw.iter_mut().for_each(|v| *v = v.swap_bytes());
+                }
+                use half::slice::HalfFloatSliceExt;
+                if h.dtype == DType::F16 {
+                    bytemuck::cast_slice::<u16, f16>(&raw).convert_to_f32_slice(out);
+                } else {
+                    bytemuck::cast_slice::<u16, bf16>(&raw).convert_to_f32_slice(out);
+                }
+            }
+            DType::F64 => {
+                let mut raw = vec![0u64; n];
+                self.read_raw(start, bytemuck::cast_slice_mut(&mut raw))?;
+                for (o, r) in out.iter_mut().zip(&raw) {
+                    // beyond f32's range becomes inf, refused below as non-finite
+                    *o = f64::from_bits(if h.big_endian { r.swap_bytes() } else { *r }) as f32;
+                }
+            }
+            other => bail!("{}: wrong dtype {}: expected float32, float16, bfloat16 or float64", self.name, other.numpy_name()),
         }
-        other => bail!("{}: wrong dtype {}: expected float32 (or float64)", path.display(), other.numpy_name()),
-    };
-    check_finite(path, &h.shape, &data)?;
-    Ok((data, h.shape))
+        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+            bail!("{}: non-finite value {} at index {}", self.name, out[i], fmt_index(start + i, &h.shape));
+        }
+        Ok(())
+    }
+
+    /// Elements `start..start + out.len()` of an integer (or bool) array as i64.
+    pub fn read_i64(&self, start: usize, out: &mut [i64]) -> Result<()> {
+        let h = &self.header;
+        let size = h.dtype.size();
+        let mut raw = vec![0u8; out.len() * size];
+        if h.dtype.is_float() {
+            bail!("{}: wrong dtype {}: a label map must have an integer dtype", self.name, h.dtype.numpy_name());
+        }
+        self.read_raw(start, &mut raw)?;
+        for (i, (o, c)) in out.iter_mut().zip(raw.chunks_exact(size)).enumerate() {
+            let mut b = [0u8; 8];
+            b[..size].copy_from_slice(c);
+            if h.big_endian {
+                b[..size].reverse();
+            }
+            let u = u64::from_le_bytes(b);
+            *o = match h.dtype {
+                DType::Bool | DType::U8 | DType::U16 | DType::U32 => u as i64,
+                DType::I8 => u as u8 as i8 as i64,
+                DType::I16 => u as u16 as i16 as i64,
+                DType::I32 => u as u32 as i32 as i64,
+                DType::I64 => u as i64,
+                DType::U64 if u > i64::MAX as u64 => {
+                    bail!("{}: label {u} at index {} does not fit in int64", self.name, fmt_index(start + i, &h.shape))
+                }
+                _ => u as i64,
+            };
+        }
+        Ok(())
+    }
+
+    /// Elements `start..start + out.len()` of an integer label array as u8: labels must lie in 0..=255.
+    pub fn read_labels_u8(&self, start: usize, out: &mut [u8]) -> Result<()> {
+        if self.header.dtype == DType::U8 {
+            return self.read_raw(start, out);
+        }
+        let mut wide = vec![0i64; out.len()];
+        self.read_i64(start, &mut wide)?;
+        for (i, (o, &v)) in out.iter_mut().zip(&wide).enumerate() {
+            if !(0..=255).contains(&v) {
+                bail!("{}: label {v} at index {} is out of range for uint8 (0..=255)", self.name, fmt_index(start + i, &self.header.shape));
+            }
+            *o = v as u8;
+        }
+        Ok(())
+    }
+
+    /// Elements of a uint8 array (any other dtype is an error).
+    pub fn read_u8(&self, start: usize, out: &mut [u8]) -> Result<()> {
+        if self.header.dtype != DType::U8 {
+            bail!("{}: wrong dtype {}: expected uint8", self.name, self.header.dtype.numpy_name());
+        }
+        self.read_raw(start, out)
+    }
+
+    /// Check that every label of the array lies in 0..=255, reading it in blocks.
+    pub fn check_labels_u8(&self) -> Result<()> {
+        if self.header.dtype == DType::U8 {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        let len = self.header.len();
+        for start in (0..len).step_by(buf.len()) {
+            let n = (len - start).min(buf.len());
+            self.read_labels_u8(start, &mut buf[..n])?;
+        }
+        Ok(())
+    }
 }
 
-/// Read a uint8 array. Any other dtype is an error.
-pub fn read_u8(path: &Path) -> Result<(Vec<u8>, Vec<usize>)> {
-    let (h, bytes) = read_raw(path)?;
-    if h.dtype != DType::U8 {
-        bail!("{}: wrong dtype {}: expected uint8", path.display(), h.dtype.numpy_name());
+/// Read a whole float array as f32 (float16, bfloat16, float32, float64).
+pub fn read_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
+    let a = NpyArray::open(path)?;
+    if !a.dtype().is_float() {
+        bail!("{}: wrong dtype {}: expected float32 (or float16, bfloat16, float64)", a.name, a.dtype().numpy_name());
     }
-    Ok((bytes, h.shape))
+    let mut data = vec![0f32; a.header.len()];
+    a.read_f32(0, &mut data)?;
+    Ok((data, a.header.shape))
+}
+
+/// The header of a `.npy` file (after checking its size against it).
+pub fn read_header(path: &Path) -> Result<Header> {
+    Ok(NpyArray::open(path)?.header)
+}
+
+/// Read a whole uint8 array.
+pub fn read_u8(path: &Path) -> Result<(Vec<u8>, Vec<usize>)> {
+    let a = NpyArray::open(path)?;
+    let mut data = vec![0u8; a.header.len()];
+    a.read_u8(0, &mut data)?;
+    Ok((data, a.header.shape))
 }
 
 /// Read an integer label map of any integer dtype (or bool) as i64.
-/// uint64 values above i64::MAX are an error.
 pub fn read_labels_i64(path: &Path) -> Result<(Vec<i64>, Vec<usize>)> {
-    let (h, bytes) = read_raw(path)?;
-    let be = h.big_endian;
-    let data: Vec<i64> = match h.dtype {
-        DType::Bool | DType::U8 => bytes.iter().map(|&b| b as i64).collect(),
-        DType::I8 => bytes.iter().map(|&b| b as i8 as i64).collect(),
-        DType::U16 => decode!(bytes, be, u16, 2).into_iter().map(i64::from).collect(),
-        DType::I16 => decode!(bytes, be, i16, 2).into_iter().map(i64::from).collect(),
-        DType::U32 => decode!(bytes, be, u32, 4).into_iter().map(i64::from).collect(),
-        DType::I32 => decode!(bytes, be, i32, 4).into_iter().map(i64::from).collect(),
-        DType::I64 => decode!(bytes, be, i64, 8),
-        DType::U64 => {
-            let d = decode!(bytes, be, u64, 8);
-            if let Some(i) = d.iter().position(|&v| v > i64::MAX as u64) {
-                bail!("{}: label {} at index {} does not fit in int64", path.display(), d[i], fmt_index(i, &h.shape));
-            }
-            d.into_iter().map(|v| v as i64).collect()
-        }
-        DType::F32 | DType::F64 => {
-            bail!("{}: wrong dtype {}: a label map must have an integer dtype", path.display(), h.dtype.numpy_name())
-        }
-    };
-    Ok((data, h.shape))
-}
-
-fn labels_in_range(path: &Path, a: (Vec<i64>, Vec<usize>), max: i64, what: &str) -> Result<(Vec<i64>, Vec<usize>)> {
-    if let Some(i) = a.0.iter().position(|&v| v < 0 || v > max) {
-        bail!(
-            "{}: label {} at index {} is out of range for {what} (0..={max})",
-            path.display(),
-            a.0[i],
-            fmt_index(i, &a.1)
-        );
-    }
-    Ok(a)
+    let a = NpyArray::open(path)?;
+    let mut data = vec![0i64; a.header.len()];
+    a.read_i64(0, &mut data)?;
+    Ok((data, a.header.shape))
 }
 
 /// Read an integer label map (any integer dtype) as u32; negative or too large labels are errors.
-pub fn read_labels_u32(path: &Path) -> Result<(Vec<u32>, Vec<usize>)> {
-    let (data, shape) = labels_in_range(path, read_labels_i64(path)?, u32::MAX as i64, "uint32")?;
+pub fn read_labels(path: &Path) -> Result<(Vec<u32>, Vec<usize>)> {
+    let (data, shape) = read_labels_i64(path)?;
+    if let Some(i) = data.iter().position(|&v| v < 0 || v > u32::MAX as i64) {
+        bail!("{}: label {} at index {} is out of range for uint32 (0..={})", path.display(), data[i], fmt_index(i, &shape), u32::MAX);
+    }
     Ok((data.into_iter().map(|v| v as u32).collect(), shape))
 }
 
-/// Same as [`read_labels_u32`]: the label type the metrics take.
-pub fn read_labels(path: &Path) -> Result<(Vec<u32>, Vec<usize>)> {
-    read_labels_u32(path)
+/// [`read_labels`] (the metrics' label type).
+pub fn read_labels_u32(path: &Path) -> Result<(Vec<u32>, Vec<usize>)> {
+    read_labels(path)
 }
 
 /// Read an integer label map (any integer dtype) as u8; labels outside 0..=255 are errors.
 pub fn read_labels_u8(path: &Path) -> Result<(Vec<u8>, Vec<usize>)> {
-    let (data, shape) = labels_in_range(path, read_labels_i64(path)?, 255, "uint8")?;
-    Ok((data.into_iter().map(|v| v as u8).collect(), shape))
+    let a = NpyArray::open(path)?;
+    let mut data = vec![0u8; a.header.len()];
+    a.read_labels_u8(0, &mut data)?;
+    Ok((data, a.header.shape))
 }
 
-/// Check the rank of an array read from `path`; `what` describes the expected layout.
-pub fn expect_rank(path: &Path, shape: &[usize], ranks: &[usize], what: &str) -> Result<()> {
+/// Check the rank of an array read from `name`; `what` describes the expected layout.
+pub fn expect_rank(name: impl std::fmt::Display, shape: &[usize], ranks: &[usize], what: &str) -> Result<()> {
     if !ranks.contains(&shape.len()) {
-        bail!("{}: wrong rank {} (shape {}): expected {what}", path.display(), shape.len(), fmt_shape(shape));
+        bail!("{name}: wrong rank {} (shape {}): expected {what}", shape.len(), fmt_shape(shape));
     }
     Ok(())
 }
@@ -544,44 +495,45 @@ pub fn expect_rank(path: &Path, shape: &[usize], ranks: &[usize], what: &str) ->
 // ---------------------------------------------------------------------------------------
 // writing
 
-/// Build a version 1.0 (or 2.0 if needed) header padded so the data starts at a multiple of 64.
+/// A version 1.0 (or 2.0 if needed) header padded so the data starts at a multiple of 64.
 pub fn encode_header(dtype: DType, shape: &[usize]) -> Vec<u8> {
     let shape_txt = match shape.len() {
         1 => format!("({},)", shape[0]),
         _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
     let dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", dtype.descr_le(), shape_txt);
-    for (version, prefix) in [(1u8, 10usize), (2u8, 12usize)] {
-        let unpadded = prefix + dict.len() + 1; // + '\n'
-        let total = unpadded.div_ceil(64) * 64;
-        let hlen = total - prefix;
-        if version == 1 && hlen > u16::MAX as usize {
-            continue;
-        }
-        let mut out = Vec::with_capacity(total);
-        out.extend_from_slice(MAGIC);
-        out.push(version);
-        out.push(0);
-        if version == 1 {
-            out.extend_from_slice(&(hlen as u16).to_le_bytes());
-        } else {
-            out.extend_from_slice(&(hlen as u32).to_le_bytes());
-        }
-        out.extend_from_slice(dict.as_bytes());
-        out.resize(total - 1, b' ');
-        out.push(b'\n');
-        return out;
+    let (version, prefix) = if dict.len() + 11 <= u16::MAX as usize { (1u8, 10usize) } else { (2u8, 12usize) };
+    let total = (prefix + dict.len() + 1).div_ceil(64) * 64;
+    let hlen = total - prefix;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[version, 0]);
+    if version == 1 {
+        out.extend_from_slice(&(hlen as u16).to_le_bytes());
+    } else {
+        out.extend_from_slice(&(hlen as u32).to_le_bytes());
     }
-    unreachable!()
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(total - 1, b' ');
+    out.push(b'\n');
+    out
 }
 
 fn tmp_path(path: &Path) -> Result<PathBuf> {
-    let name =
-        path.file_name().ok_or_else(|| anyhow!("{}: not a file path", path.display()))?.to_string_lossy().into_owned();
+    let name = path.file_name().ok_or_else(|| anyhow!("{}: not a file path", path.display()))?.to_string_lossy().into_owned();
     Ok(path.with_file_name(format!("{name}.tmp")))
 }
 
-/// Write `bytes_fn`'s output to `<path>.tmp`, sync, and rename over `path`.
+/// Sync a directory so that a rename inside it survives a crash (a no-op where directories
+/// cannot be opened, i.e. Windows).
+pub fn sync_dir(dir: &Path) {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Write `write`'s output to `<path>.tmp`, sync, rename over `path` and sync the directory.
 /// On any error the temporary file is removed and `path` is left untouched.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
     let tmp = tmp_path(path)?;
@@ -592,8 +544,8 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::
         let f = w.into_inner().map_err(|e| anyhow!("{}: write failed: {}", tmp.display(), e.error()))?;
         f.sync_all().with_context(|| format!("{}: sync failed", tmp.display()))?;
         drop(f);
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("{}: cannot rename to {}", tmp.display(), path.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename to {}", tmp.display(), path.display()))?;
+        sync_dir(path.parent().unwrap_or(Path::new(".")));
         Ok(())
     })();
     if result.is_err() {
@@ -610,13 +562,29 @@ fn check_len(path: &Path, shape: &[usize], len: usize) -> Result<()> {
     Ok(())
 }
 
-fn write_le<T: Copy>(
-    path: &Path,
-    dtype: DType,
-    shape: &[usize],
-    data: &[T],
-    to_le: impl Fn(&T, &mut Vec<u8>),
-) -> Result<()> {
+/// Little-endian bytes of `data` converted to `dtype`.
+fn encode<T: Copy + Into<f64>>(dtype: DType, data: &[T], out: &mut Vec<u8>) {
+    for &v in data {
+        let x: f64 = v.into();
+        match dtype {
+            DType::F16 => out.extend_from_slice(&f16::from_f64(x).to_le_bytes()),
+            DType::BF16 => out.extend_from_slice(&bf16::from_f64(x).to_le_bytes()),
+            DType::F32 => out.extend_from_slice(&(x as f32).to_le_bytes()),
+            DType::F64 => out.extend_from_slice(&x.to_le_bytes()),
+            DType::Bool | DType::U8 => out.push(x as u8),
+            DType::I8 => out.push(x as i8 as u8),
+            DType::U16 => out.extend_from_slice(&(x as u16).to_le_bytes()),
+            DType::I16 => out.extend_from_slice(&(x as i16).to_le_bytes()),
+            DType::U32 => out.extend_from_slice(&(x as u32).to_le_bytes()),
+            DType::I32 => out.extend_from_slice(&(x as i32).to_le_bytes()),
+            DType::U64 => out.extend_from_slice(&(x as u64).to_le_bytes()),
+            DType::I64 => out.extend_from_slice(&(x as i64).to_le_bytes()),
+        }
+    }
+}
+
+/// Write an array atomically, converting the values to `dtype`.
+pub fn write<T: Copy + Into<f64>>(path: &Path, dtype: DType, data: &[T], shape: &[usize]) -> Result<()> {
     check_len(path, shape, data.len())?;
     let header = encode_header(dtype, shape);
     write_atomic(path, |w| {
@@ -624,9 +592,7 @@ fn write_le<T: Copy>(
         let mut buf = Vec::with_capacity(1 << 16);
         for chunk in data.chunks(8192) {
             buf.clear();
-            for v in chunk {
-                to_le(v, &mut buf);
-            }
+            encode(dtype, chunk, &mut buf);
             w.write_all(&buf)?;
         }
         Ok(())
@@ -634,7 +600,7 @@ fn write_le<T: Copy>(
 }
 
 /// Write a float32 array atomically. Non-finite values are refused (they would make the
-/// file unreadable by [`read_f32`]).
+/// file unreadable).
 pub fn write_f32(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
     check_len(path, shape, data.len())?;
     if let Some(i) = data.iter().position(|v| !v.is_finite()) {
@@ -647,7 +613,7 @@ pub fn write_f32(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
             w.write_all(bytemuck::cast_slice(data))
         });
     }
-    write_le(path, DType::F32, shape, data, |v, b| b.extend_from_slice(&v.to_le_bytes()))
+    write(path, DType::F32, data, shape)
 }
 
 /// Write a uint8 array atomically.
@@ -662,12 +628,135 @@ pub fn write_u8(path: &Path, data: &[u8], shape: &[usize]) -> Result<()> {
 
 /// Write a uint32 label map atomically.
 pub fn write_u32(path: &Path, data: &[u32], shape: &[usize]) -> Result<()> {
-    write_le(path, DType::U32, shape, data, |v, b| b.extend_from_slice(&v.to_le_bytes()))
+    write(path, DType::U32, data, shape)
 }
 
-/// Write an int64 label map atomically.
+/// Write an int64 label map atomically (values must fit in f64's 53 bits, true of labels).
 pub fn write_i64(path: &Path, data: &[i64], shape: &[usize]) -> Result<()> {
-    write_le(path, DType::I64, shape, data, |v, b| b.extend_from_slice(&v.to_le_bytes()))
+    let wide: Vec<f64> = data.iter().map(|&v| v as f64).collect();
+    write(path, DType::I64, &wide, shape)
+}
+
+/// Write float32 arrays as an uncompressed `.npz` (what `np.savez` writes; `np.load` reads it),
+/// atomically.
+pub fn write_npz(path: &Path, arrays: &[(&str, &[usize], &[f32])]) -> Result<()> {
+    use zip::write::SimpleFileOptions;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
+    for (name, shape, data) in arrays {
+        check_len(path, shape, data.len())?;
+        zip.start_file(format!("{name}.npy"), opts).with_context(|| format!("{}: {name}", path.display()))?;
+        zip.write_all(&encode_header(DType::F32, shape))?;
+        let mut buf = Vec::with_capacity(data.len() * 4);
+        encode(DType::F32, data, &mut buf);
+        zip.write_all(&buf)?;
+    }
+    let bytes = zip.finish().with_context(|| format!("{}: cannot finish the archive", path.display()))?.into_inner();
+    write_atomic(path, |w| w.write_all(&bytes))
+}
+
+/// Read a float32 label map or array from an `.npz` written by [`write_npz`] (tests, tools).
+pub fn read_npz_f32(path: &Path, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut zip = zip::ZipArchive::new(&file).with_context(|| format!("{}: not an .npz archive", path.display()))?;
+    let entry = zip.by_name(&format!("{name}.npy")).with_context(|| format!("{}: no array '{name}'", path.display()))?;
+    let start = entry.data_start().context("no data offset")?;
+    let a = NpyArray::at(path, format!("{}:{name}", path.display()), Arc::new(file.try_clone()?), start, start + entry.size())?;
+    let mut data = vec![0f32; a.header.len()];
+    a.read_f32(0, &mut data)?;
+    Ok((data, a.header.shape))
+}
+
+/// An array written in pieces, for files larger than memory: the header is written first for
+/// the final shape, then [`append`](Self::append) adds rows; [`finish`](Self::finish) checks
+/// the count, syncs and renames. Dropped unfinished, it removes its temporary file.
+pub struct NpyWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: Option<BufWriter<File>>,
+    dtype: DType,
+    want: usize,
+    written: usize,
+    buf: Vec<u8>,
+}
+
+impl NpyWriter {
+    pub fn create(path: &Path, dtype: DType, shape: &[usize]) -> Result<NpyWriter> {
+        let tmp = tmp_path(path)?;
+        let f = File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+        let mut out = BufWriter::with_capacity(1 << 20, f);
+        out.write_all(&encode_header(dtype, shape)).with_context(|| format!("{}: write failed", tmp.display()))?;
+        let want = shape.iter().product();
+        Ok(NpyWriter { path: path.to_path_buf(), tmp, out: Some(out), dtype, want, written: 0, buf: Vec::new() })
+    }
+
+    pub fn append<T: Copy + Into<f64>>(&mut self, data: &[T]) -> Result<()> {
+        if self.written + data.len() > self.want {
+            bail!("{}: more values than the shape holds", self.path.display());
+        }
+        self.buf.clear();
+        encode(self.dtype, data, &mut self.buf);
+        let out = self.out.as_mut().expect("writer open");
+        out.write_all(&self.buf).with_context(|| format!("{}: write failed", self.tmp.display()))?;
+        self.written += data.len();
+        Ok(())
+    }
+
+    /// [`append`](Self::append) for bytes into a uint8 array.
+    pub fn append_u8(&mut self, data: &[u8]) -> Result<()> {
+        if self.dtype != DType::U8 || self.written + data.len() > self.want {
+            return self.append(data);
+        }
+        let out = self.out.as_mut().expect("writer open");
+        out.write_all(data).with_context(|| format!("{}: write failed", self.tmp.display()))?;
+        self.written += data.len();
+        Ok(())
+    }
+
+    /// [`append`](Self::append) for f32 data, converted in bulk (SIMD where half has it).
+    pub fn append_f32(&mut self, data: &[f32]) -> Result<()> {
+        use half::slice::HalfFloatSliceExt;
+        let bytes: Vec<u8> = match self.dtype {
+            DType::F32 => bytemuck::cast_slice(data).to_vec(),
+            DType::F16 => {
+                let mut h = vec![f16::ZERO; data.len()];
+                h.convert_from_f32_slice(data);
+                bytemuck::cast_slice(&h).to_vec()
+            }
+            DType::BF16 => {
+                let mut h = vec![bf16::ZERO; data.len()];
+                h.convert_from_f32_slice(data);
+                bytemuck::cast_slice(&h).to_vec()
+            }
+            _ => return self.append(data),
+        };
+        if self.written + data.len() > self.want || cfg!(target_endian = "big") {
+            return self.append(data);
+        }
+        let out = self.out.as_mut().expect("writer open");
+        out.write_all(&bytes).with_context(|| format!("{}: write failed", self.tmp.display()))?;
+        self.written += data.len();
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<()> {
+        if self.written != self.want {
+            bail!("{}: {} of {} values written", self.path.display(), self.written, self.want);
+        }
+        let out = self.out.take().expect("writer open");
+        let f = out.into_inner().map_err(|e| anyhow!("{}: write failed: {}", self.tmp.display(), e.error()))?;
+        f.sync_all().with_context(|| format!("{}: sync failed", self.tmp.display()))?;
+        std::fs::rename(&self.tmp, &self.path).with_context(|| format!("{}: cannot rename", self.tmp.display()))?;
+        Ok(())
+    }
+}
+
+impl Drop for NpyWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -676,13 +765,15 @@ mod tests {
 
     #[test]
     fn header_roundtrip_and_alignment() {
-        for shape in [vec![3usize], vec![2, 3, 4], vec![], vec![1000, 256, 768]] {
-            let h = encode_header(DType::F32, &shape);
+        let dir = tempfile::tempdir().unwrap();
+        for (dtype, shape) in [(DType::F32, vec![3usize]), (DType::F16, vec![2, 3, 4]), (DType::BF16, vec![]), (DType::U8, vec![1000, 256, 768])] {
+            let h = encode_header(dtype, &shape);
             assert_eq!(h.len() % 64, 0);
-            let p = parse_header_bytes(&h).unwrap();
-            assert_eq!(p.shape, shape);
-            assert_eq!(p.dtype, DType::F32);
-            assert_eq!(p.data_offset, h.len());
+            let p = dir.path().join("h.npy");
+            std::fs::write(&p, &h).unwrap();
+            let f = File::open(&p).unwrap();
+            let parsed = parse_header(&f, 0, h.len() as u64).unwrap();
+            assert_eq!((parsed.shape, parsed.dtype, parsed.data_offset), (shape, dtype, h.len() as u64));
         }
     }
 

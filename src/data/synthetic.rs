@@ -16,6 +16,8 @@
 //! fixed by the feature dimension alone, so train and validation sets generated with
 //! different seeds describe the same world.
 
+use std::ops::Range;
+
 use super::{DataKind, Dataset};
 use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
@@ -34,13 +36,71 @@ pub const CLEVR_GRID: usize = 16;
 /// Generate `count` scenes of the named dataset. `feat_dim` is the token dimension of the
 /// feature datasets and is ignored by the image datasets.
 pub fn generate(name: &str, count: usize, seed: u64, feat_dim: usize) -> Result<Dataset> {
+    generate_range(name, 0..count, seed, feat_dim)
+}
+
+/// Scenes `range` of the named dataset (scene i is the same as in [`generate`]): `gen-data`
+/// writes large sets range by range without holding them in memory.
+pub fn generate_range(name: &str, range: Range<usize>, seed: u64, feat_dim: usize) -> Result<Dataset> {
     match name {
-        "clevr-features" => clevr_features(count, seed, feat_dim, 10, &FeatureParams::default()),
-        "clevr6-features" => clevr_features(count, seed, feat_dim, 6, &FeatureParams::default()),
-        "tetrominoes" => Ok(tetrominoes(count, seed)),
-        "multi-dsprites" => Ok(multi_dsprites(count, seed)),
+        "clevr-features" => clevr_features_range(range, seed, feat_dim, 10, &FeatureParams::default()),
+        "clevr6-features" => clevr_features_range(range, seed, feat_dim, 6, &FeatureParams::default()),
+        "tetrominoes" => tetrominoes_range(range, seed),
+        "multi-dsprites" => multi_dsprites_range(range, seed),
         _ => bail!("unknown synthetic dataset '{name}' (known: {})", NAMES.join(", ")),
     }
+}
+
+/// Write scenes `range` of the named dataset into `dir` (which exists) without holding them in
+/// memory: generated 256 scenes at a time and appended to `features`, `images` and `masks`
+/// arrays of `dtype` features, in shards of `shard_size` scenes (`features-00000.npy`, ...;
+/// 0: one file per array). Prints progress on stderr.
+pub fn write_range(name: &str, range: Range<usize>, seed: u64, feat_dim: usize, dir: &std::path::Path, dtype: super::npy::DType, shard_size: usize) -> Result<()> {
+    use super::npy::NpyWriter;
+    const CHUNK: usize = 256;
+    let per_shard = if shard_size == 0 { range.len() } else { shard_size };
+    let t = std::time::Instant::now();
+    let (mut done, mut reported) = (0usize, 0f64);
+    for (i, start) in range.clone().step_by(per_shard).enumerate() {
+        let shard = start..(start + per_shard).min(range.end);
+        let suffix = if shard_size == 0 { String::new() } else { format!("-{i:05}") };
+        let mut writers: Vec<(Option<NpyWriter>, &str)> = Vec::new();
+        for c in shard.clone().step_by(CHUNK) {
+            let part = generate_range(name, c..(c + CHUNK).min(shard.end), seed, feat_dim)?;
+            let all: Vec<usize> = (0..part.count).collect();
+            if writers.is_empty() {
+                let s = shard.len();
+                let mk = |base: &str, ty, tail: Vec<usize>| -> Result<NpyWriter> {
+                    let shape: Vec<usize> = [s].iter().chain(&tail).copied().collect();
+                    NpyWriter::create(&dir.join(format!("{base}{suffix}.npy")), ty, &shape)
+                };
+                let u8t = super::npy::DType::U8;
+                writers.push((part.kind_is_features().then(|| mk("features", dtype, vec![part.tokens(), part.feat_dim])).transpose()?, "features"));
+                writers.push((part.has_images().then(|| mk("images", u8t, vec![part.image_hw.0, part.image_hw.1, 3])).transpose()?, "images"));
+                writers.push((part.has_masks().then(|| mk("masks", u8t, vec![part.mask_hw.0, part.mask_hw.1])).transpose()?, "masks"));
+            }
+            for (w, what) in writers.iter_mut() {
+                let Some(w) = w else { continue };
+                match *what {
+                    "features" => w.append_f32(&part.features_batch(&all)?)?,
+                    "images" => w.append_u8(&part.images_batch(&all)?.unwrap_or_default())?,
+                    _ => w.append_u8(&part.masks_batch(&all)?.unwrap_or_default())?,
+                }
+            }
+            done += part.count;
+            let secs = t.elapsed().as_secs_f64();
+            if secs - reported >= 10.0 {
+                reported = secs;
+                eprintln!("gen-data: {done}/{} scenes, {:.0} scenes/s, {:.0} s left", range.len(), done as f64 / secs, secs / done as f64 * (range.len() - done) as f64);
+            }
+        }
+        for (w, _) in writers {
+            if let Some(w) = w {
+                w.finish()?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn scene_rng(seed: u64, tag: u64, scene: usize) -> ChaCha8Rng {
@@ -419,13 +479,12 @@ fn clevr_scene(
 }
 
 /// CLEVR-like feature scenes with a custom token model (for tuning and ablations).
-pub fn clevr_features(
-    count: usize,
-    seed: u64,
-    feat_dim: usize,
-    max_objects: usize,
-    params: &FeatureParams,
-) -> Result<Dataset> {
+pub fn clevr_features(count: usize, seed: u64, feat_dim: usize, max_objects: usize, params: &FeatureParams) -> Result<Dataset> {
+    clevr_features_range(0..count, seed, feat_dim, max_objects, params)
+}
+
+fn clevr_features_range(range: Range<usize>, seed: u64, feat_dim: usize, max_objects: usize, params: &FeatureParams) -> Result<Dataset> {
+    let count = range.len();
     if feat_dim == 0 {
         bail!("feature dimension must be positive");
     }
@@ -445,41 +504,27 @@ pub fn clevr_features(
         .zip(masks.par_chunks_mut(pix))
         .zip(images.par_chunks_mut(pix * 3))
         .enumerate()
-        .for_each(|(i, ((f, m), im))| clevr_scene(&world, params, &mut scene_rng(seed, tag, i), max_objects, f, m, im));
-    Ok(Dataset {
-        kind: DataKind::Features,
-        count,
-        grid: (CLEVR_GRID, CLEVR_GRID),
+        .for_each(|(i, ((f, m), im))| clevr_scene(&world, params, &mut scene_rng(seed, tag, range.start + i), max_objects, f, m, im));
+    let identity = format!("synthetic clevr-features(max {max_objects}) seed {seed} scenes {range:?} dim {feat_dim} {params:?}");
+    Dataset::from_memory(
+        DataKind::Features,
+        (CLEVR_GRID, CLEVR_GRID),
         feat_dim,
         features,
         images,
-        image_hw: (CLEVR_HW, CLEVR_HW),
-        masks: Some(masks),
-        mask_hw: (CLEVR_HW, CLEVR_HW),
-    })
+        (CLEVR_HW, CLEVR_HW),
+        Some(masks),
+        (CLEVR_HW, CLEVR_HW),
+        identity,
+    )
 }
 
 // ---------------------------------------------------------------------------------------
 // image datasets
 
-fn image_dataset(count: usize, hw: usize, scenes: Vec<(Vec<u8>, Vec<u8>)>) -> Dataset {
-    let mut images = Vec::with_capacity(count * hw * hw * 3);
-    let mut masks = Vec::with_capacity(count * hw * hw);
-    for (im, m) in scenes {
-        images.extend_from_slice(&im);
-        masks.extend_from_slice(&m);
-    }
-    Dataset {
-        kind: DataKind::Images,
-        count,
-        grid: (hw, hw),
-        feat_dim: 0,
-        features: Vec::new(),
-        images,
-        image_hw: (hw, hw),
-        masks: Some(masks),
-        mask_hw: (hw, hw),
-    }
+fn image_dataset(hw: usize, scenes: Vec<(Vec<u8>, Vec<u8>)>, identity: String) -> Result<Dataset> {
+    let (images, masks): (Vec<Vec<u8>>, Vec<Vec<u8>>) = scenes.into_iter().unzip();
+    Dataset::from_memory(DataKind::Images, (hw, hw), 0, Vec::new(), images.concat(), (hw, hw), Some(masks.concat()), (hw, hw), identity)
 }
 
 /// The 19 fixed orientations of the 7 tetrominoes, as (row, col) cells.
@@ -518,8 +563,13 @@ const TETRO_COLOURS: [[u8; 3]; 6] =
 /// Tetrominoes: 35x35 RGB, three non-overlapping coloured tetrominoes (blocks of 5x5 px)
 /// on black.
 pub fn tetrominoes(count: usize, seed: u64) -> Dataset {
+    tetrominoes_range(0..count, seed).expect("in-memory dataset")
+}
+
+fn tetrominoes_range(range: Range<usize>, seed: u64) -> Result<Dataset> {
     let shapes = tetromino_shapes();
-    let scenes = (0..count)
+    let identity = format!("synthetic tetrominoes seed {seed} scenes {range:?}");
+    let scenes = range
         .into_par_iter()
         .map(|i| {
             let mut rng = scene_rng(seed, 0x7E7, i);
@@ -557,7 +607,7 @@ pub fn tetrominoes(count: usize, seed: u64) -> Dataset {
             }
         })
         .collect();
-    image_dataset(count, TETRO_HW, scenes)
+    image_dataset(TETRO_HW, scenes, identity)
 }
 
 const DSPRITES_HW: usize = 64;
@@ -595,8 +645,13 @@ fn sprite_contains(shape: u8, u: f32, v: f32) -> bool {
 /// rotation, position and colour, drawn in order with occlusion on a coloured background.
 /// Every sprite keeps at least 15 visible pixels.
 pub fn multi_dsprites(count: usize, seed: u64) -> Dataset {
+    multi_dsprites_range(0..count, seed).expect("in-memory dataset")
+}
+
+fn multi_dsprites_range(range: Range<usize>, seed: u64) -> Result<Dataset> {
     let hw = DSPRITES_HW;
-    let scenes = (0..count)
+    let identity = format!("synthetic multi-dsprites seed {seed} scenes {range:?}");
+    let scenes = range
         .into_par_iter()
         .map(|i| {
             let mut rng = scene_rng(seed, 0xD5, i);
@@ -642,5 +697,5 @@ pub fn multi_dsprites(count: usize, seed: u64) -> Dataset {
             }
         })
         .collect();
-    image_dataset(count, hw, scenes)
+    image_dataset(hw, scenes, identity)
 }

@@ -241,6 +241,14 @@ impl Model {
         }
     }
 
+    /// The reconstruction: [B, N, F] (features) or [B, H W, 3] (images in [-1, 1]).
+    pub fn recon(&self) -> Var {
+        match self {
+            Model::Feature(m) => m.vars.recon,
+            Model::Pixel(m) => m.vars.recon,
+        }
+    }
+
     /// [B, K, D]: the slots entering Slot Attention.
     pub fn init_slots(&self) -> Var {
         match self {
@@ -257,16 +265,18 @@ impl Model {
 
     /// Feed the given scenes of `data` (exactly one batch), the init noise [B, K, D], the
     /// spectral segment weights [B, N, K] (None: the random init) and the diversity weight.
-    pub fn feed(&mut self, data: &Dataset, scenes: &[usize], noise: &[f32], segments: Option<&[f32]>, diversity_weight: f32) {
+    pub fn feed(&mut self, data: &Dataset, scenes: &[usize], noise: &[f32], segments: Option<&[f32]>, diversity_weight: f32) -> Result<()> {
+        let inputs = data.model_inputs(scenes)?;
+        self.feed_inputs(&inputs, noise, segments, diversity_weight);
+        Ok(())
+    }
+
+    /// [`feed`](Self::feed) with the batch already read (`Dataset::model_inputs`): features
+    /// [B, N, F], or images [B, H, W, 3] in [0, 1].
+    pub fn feed_inputs(&mut self, inputs: &[f32], noise: &[f32], segments: Option<&[f32]>, diversity_weight: f32) {
         match self {
-            Model::Feature(m) => {
-                let feats = data.gather_features(scenes);
-                m.set_inputs(&feats, noise, segments, diversity_weight);
-            }
-            Model::Pixel(m) => {
-                let images = scale_images(&data.images_batch_f32(scenes));
-                m.set_inputs(&images, noise, segments, diversity_weight);
-            }
+            Model::Feature(m) => m.set_inputs(inputs, noise, segments, diversity_weight),
+            Model::Pixel(m) => m.set_inputs(&scale_images(inputs), noise, segments, diversity_weight),
         }
     }
 }

@@ -28,14 +28,22 @@ fn load_model(checkpoint: &Path, batch: usize, device: DeviceKind) -> Result<(Mo
     Ok((model, spectral))
 }
 
+/// `slotforge eval`: predict every scene of a dataset with a checkpoint; write
+/// `pred_masks.npy` (the slot of each pixel), `masks.png` and `metrics.json` (the
+/// unsupervised measures, and the scores where the data has masks).
 pub fn eval(checkpoint: &Path, data_dir: &Path, out: &Path, device: DeviceKind, seed: u64) -> Result<serde_json::Value> {
     crate::checkpoint::check_output_dir(out)?;
-    let data = Dataset::load(data_dir)?;
-    ensure!(data.masks.is_some(), "{}: no masks.npy, nothing to score against", data_dir.display());
+    let ckpt_cfg = AnyConfig::from_checkpoint(&TensorFile::load(checkpoint)?).with_context(|| format!("checkpoint {}", checkpoint.display()))?;
+    // image folders are resized to the size the pixel model was trained at
+    let image_size = match &ckpt_cfg {
+        AnyConfig::Pixel(p) => Some((p.height, p.width)),
+        AnyConfig::Feature(_) => None,
+    };
+    let data = Dataset::open(data_dir, &crate::data::OpenOptions { image_size })?;
     let (mut model, spectral) = load_model(checkpoint, data.count.min(32), device)?;
     match &model {
         Model::Feature(m) => {
-            ensure!(data.kind_is_features(), "{}: eval needs features.npy (the feature model)", data_dir.display());
+            ensure!(data.kind_is_features(), "{}: eval needs features (the checkpoint is a feature model)", data_dir.display());
             ensure!(
                 m.cfg.n_tokens == data.tokens() && m.cfg.feat_dim == data.feat_dim,
                 "checkpoint {} expects {} tokens x {} dims, the data in {} has {} x {}",
@@ -47,29 +55,38 @@ pub fn eval(checkpoint: &Path, data_dir: &Path, out: &Path, device: DeviceKind, 
             model.config().check_data(&data).with_context(what)?;
         }
     }
-    // created only now: a rejected input leaves nothing behind
-    crate::checkpoint::create_output_dir(out)?;
     let k = model.num_slots();
     // a spectral-init model starts its slots from the segments of each scene, as in training
     let (segments, noise_scale) = match &spectral {
-        Some((scfg, noise)) => (Some(super::spectral_init::SegmentCache::build(&data, k, scfg)?), *noise),
+        Some((scfg, noise)) => {
+            let dir = super::segments::cache_dir(&data, "auto");
+            (Some(super::spectral_init::segments_for(&data, k, scfg, dir.as_deref())?), *noise)
+        }
         None => (None, 1.0),
     };
-    let (alpha, attn) = super::eval::predict_with_attn(&mut model, &data, seed, segments.as_ref(), noise_scale);
-    let mut metrics = super::eval::score_all(&model, &alpha, &attn, &data, segments.as_ref())?;
+    let p = super::eval::predict(&mut model, &data, seed, segments.as_ref(), noise_scale)?;
+    let mut metrics = super::eval::measures(&model, &p, &data, segments.as_ref())?;
     metrics["spectral_init"] = json!(spectral.is_some());
-    let (mh, mw) = data.mask_hw;
-    let pred: Vec<u8> = super::eval::pixel_labels(&alpha, k, &data).iter().map(|&v| v as u8).collect();
-    npy::write_u8(&out.join("pred_masks.npy"), &pred, &[data.count, mh, mw])?;
-    super::eval::draw_masks(&alpha, k, &data, 8, &out.join("masks.png"))?;
+    metrics["has_masks"] = json!(data.has_masks());
+    // created only now: a rejected input leaves nothing behind
+    crate::checkpoint::create_output_dir(out)?;
+    let (h, w) = super::eval::label_hw(&data);
+    let pred: Vec<u8> = super::eval::pixel_labels(&p.alpha, k, &data).iter().map(|&v| v as u8).collect();
+    npy::write_u8(&out.join("pred_masks.npy"), &pred, &[data.count, h, w])?;
+    super::eval::draw_masks(&p.alpha, k, &data, 8, &out.join("masks.png"))?;
     write_atomic(&out.join("metrics.json"), serde_json::to_string_pretty(&metrics)?.as_bytes())?;
     Ok(metrics)
 }
 
 pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Path, device: DeviceKind) -> Result<()> {
     crate::checkpoint::check_output_file(out)?;
+    let npz = match out.extension().and_then(|e| e.to_str()) {
+        Some("npz") => true,
+        Some("safetensors") => false,
+        _ => anyhow::bail!("--out {}: must end in .safetensors or .npz (the format is taken from the name)", out.display()),
+    };
     let (feats, shape) = npy::read_f32(features)?;
-    npy::expect_rank(features, &shape, &[3, 4], "features [B, N, F] or [B, h, w, F]")?;
+    npy::expect_rank(features.display(), &shape, &[3, 4], "features [B, N, F] or [B, h, w, F]")?;
     crate::data::check_feature_values(features, &shape, &feats)?;
     // [B, h, w, F] is the same tokens in grid layout
     let shape = if shape.len() == 4 { vec![shape[0], shape[1] * shape[2], shape[3]] } else { shape };
@@ -119,7 +136,11 @@ pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Pat
     t.insert("attn", &[b, n, k], model.ex.get(v.out.attn));
     t.insert("alpha", &[b, k, n], model.ex.get(v.out.alpha));
     t.insert("recon", &[b, n, f], model.ex.get(v.recon));
-    t.save(out)?;
+    if npz {
+        npy::write_npz(out, &t.tensors.iter().map(|(k, v)| (k.as_str(), v.shape.as_slice(), v.data.as_slice())).collect::<Vec<_>>())?;
+    } else {
+        t.save(out)?;
+    }
     eprintln!("wrote slots, attn, alpha, recon, noise (and spectral_weights) to {}", out.display());
     Ok(())
 }
@@ -127,8 +148,8 @@ pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Pat
 pub fn score(pred: &Path, truth: &Path) -> Result<serde_json::Value> {
     let (p, ps) = npy::read_labels(pred)?;
     let (t, ts) = npy::read_labels(truth)?;
-    npy::expect_rank(pred, &ps, &[2, 3], "a label map [S, H, W] or [S, P]")?;
-    npy::expect_rank(truth, &ts, &[2, 3], "a label map [S, H, W] or [S, P]")?;
+    npy::expect_rank(pred.display(), &ps, &[2, 3], "a label map [S, H, W] or [S, P]")?;
+    npy::expect_rank(truth.display(), &ts, &[2, 3], "a label map [S, H, W] or [S, P]")?;
     ensure!(
         ps == ts,
         "label maps differ in shape: --pred {} is {ps:?}, --true {} is {ts:?}",
@@ -148,19 +169,22 @@ pub fn score(pred: &Path, truth: &Path) -> Result<serde_json::Value> {
 /// Fails when the initial slots have collapsed.
 pub fn debug_spectral(data: &Path, k: usize, out: &Path, seed: u64, config: Option<&Path>) -> Result<super::spectral_init::SpectralDiagnostics> {
     crate::checkpoint::check_output_dir(out)?;
-    let ds = Dataset::load(data)?;
     let base = match config {
         Some(p) => TrainConfig::from_file(p)?,
         None => TrainConfig::default(),
     };
     let cfg = TrainConfig { num_slots: k, seed, ..base };
+    let ds = Dataset::open(data, &crate::data::OpenOptions { image_size: cfg.image_size.map(|[h, w]| (h, w)) })?;
     cfg.validate()?;
     // the model the data trains: the feature model over features, the pixel model over images
     let mcfg = super::run::model_config(&cfg, &ds)?;
     let scenes: Vec<usize> = (0..ds.count.min(cfg.batch_size)).collect();
     let mut model = Model::new(&mcfg, scenes.len().min(8), Device::Cpu)?;
     model.set_params(&mcfg.init_params(seed))?;
-    let segs = super::spectral_init::segment_scenes(&ds, &scenes, k, &super::spectral_init::spectral_config(&cfg));
+    let view = ds.select(&scenes);
+    let dir = super::segments::cache_dir(&ds, &cfg.spectral_cache);
+    let cached = super::spectral_init::segments_for(&view, k, &super::spectral_init::spectral_config(&cfg), dir.as_deref())?;
+    let segs: Vec<_> = (0..scenes.len()).map(|i| cached.seg(i)).collect();
     let diag = super::spectral_init::diagnose(&mut model, &ds, &scenes, &segs, out)?;
     println!("{}", serde_json::to_string(&diag)?);
     eprintln!("{}", diag.summary());

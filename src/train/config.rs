@@ -26,9 +26,16 @@ pub enum Schedule {
 pub struct TrainConfig {
     // data
     pub data: Option<PathBuf>,
+    /// A separate validation set (then all of `data` trains).
+    pub val_data: Option<PathBuf>,
     pub synthetic: String,
     pub train_count: usize,
+    /// Scenes held out for validation from the end of `data` (0: the smaller of 100 and 10%).
     pub val_count: usize,
+    /// Size [H, W] image folders are resized to (absent: every image must have one size).
+    pub image_size: Option<[usize; 2]>,
+    /// Where the spectral segmentation is cached: "auto" (beside the data), "off", or a directory.
+    pub spectral_cache: String,
     pub feat_dim: usize,
     pub subset_percent: f32,
     // model
@@ -112,9 +119,12 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             data: None,
+            val_data: None,
             synthetic: "clevr-features".into(),
             train_count: 1000,
-            val_count: 100,
+            val_count: 0,
+            image_size: None,
+            spectral_cache: "auto".into(),
             feat_dim: 384,
             subset_percent: 100.0,
             num_slots: 11,
@@ -166,7 +176,22 @@ impl Default for TrainConfig {
     }
 }
 
+/// Validation scenes held out of `count` when `val-count` is 0: the smaller of 100 and 10%
+/// (at least 1).
+pub fn auto_val_count(count: usize) -> usize {
+    (count / 10).clamp(1, 100)
+}
+
 impl TrainConfig {
+    /// The validation scenes to hold out of a dataset of `count` scenes.
+    pub fn val_count_for(&self, count: usize) -> usize {
+        if self.val_count > 0 {
+            self.val_count
+        } else {
+            auto_val_count(count)
+        }
+    }
+
     pub fn from_file(path: &Path) -> Result<TrainConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
         let cfg: TrainConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
@@ -213,7 +238,10 @@ impl TrainConfig {
             "time-limit-minutes must be >= 0 (0 = no limit; got {})",
             self.time_limit_minutes
         );
-        ensure!(self.train_count >= 1 && self.val_count >= 1, "train-count and val-count must be >= 1");
+        ensure!(self.train_count >= 1, "train-count must be >= 1");
+        if let Some([h, w]) = self.image_size {
+            ensure!(h >= 1 && w >= 1 && h <= 4096 && w <= 4096, "image-size must be two sizes in 1..=4096 (got {h} {w})");
+        }
         ensure!(self.feat_dim >= 1 && self.feat_dim <= 8192, "feat-dim must be in 1..=8192");
         ensure!(self.spectral_noise >= 0.0, "spectral-noise must be >= 0");
         ensure!(

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod monitor;
 pub mod presets;
 pub mod run;
+pub mod segments;
 pub mod spectral_init;
 pub mod commands;
 

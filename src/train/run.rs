@@ -18,7 +18,7 @@ use crate::checkpoint::TensorFile;
 use crate::data::Dataset;
 use crate::model::{AnyConfig, Model, ModelConfig};
 use crate::ops::optim::{Adam, AdamConfig};
-use super::spectral_init::{self, SegmentCache};
+use super::spectral_init;
 
 /// What a finished run reports.
 #[derive(Clone, Debug, Serialize)]
@@ -77,20 +77,50 @@ pub fn randn(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
+/// The training and validation sets of a run: `data` split (the last `val-count` scenes
+/// held out), or `data` and `val-data`, or the built-in scenes; then the training subset.
 pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
-    let all = match &cfg.data {
-        Some(dir) => Dataset::load(dir)?,
-        None => crate::data::synthetic::generate(&cfg.synthetic, cfg.train_count + cfg.val_count, cfg.seed ^ 0x5eed, cfg.feat_dim)?,
+    let opts = crate::data::OpenOptions { image_size: cfg.image_size.map(|[h, w]| (h, w)) };
+    let open_val = |v: &std::path::Path| crate::data::Dataset::open(v, &opts).with_context(|| format!("--val-data {}", v.display()));
+    let (train, val) = match (&cfg.data, &cfg.val_data) {
+        (Some(d), Some(v)) => (Dataset::open(d, &opts)?, open_val(v)?),
+        (Some(d), None) => {
+            let all = Dataset::open(d, &opts)?;
+            let vc = cfg.val_count_for(all.count);
+            anyhow::ensure!(
+                all.count > vc,
+                "{}: the dataset has {} scenes; need more than the {vc} held out for validation (--val-count, or --val-data DIR)",
+                d.display(),
+                all.count
+            );
+            all.split(vc)
+        }
+        (None, v) => {
+            let vc = if v.is_some() { 0 } else if cfg.val_count > 0 { cfg.val_count } else { 100 };
+            let all = crate::data::synthetic::generate(&cfg.synthetic, cfg.train_count + vc, cfg.seed ^ 0x5eed, cfg.feat_dim)?;
+            match v {
+                Some(v) => (all, open_val(v)?),
+                None => all.split(vc),
+            }
+        }
     };
-    anyhow::ensure!(
-        all.count > cfg.val_count,
-        "{}: the dataset has {} scenes; need more than the {} held out for validation (val-count)",
-        cfg.data.as_ref().map_or(cfg.synthetic.clone(), |d| d.display().to_string()),
-        all.count,
-        cfg.val_count
-    );
-    let (train, val) = all.split(cfg.val_count);
     let train = if cfg.subset_percent < 100.0 { train.subset(cfg.subset_percent, cfg.seed) } else { train };
+    anyhow::ensure!(
+        train.count >= cfg.batch_size,
+        "{}: the training set has {} scenes, fewer than the batch size {} (lower --batch-size, or raise --subset-percent)",
+        train.location(),
+        train.count,
+        cfg.batch_size
+    );
+    let same = (train.kind, train.grid, train.feat_dim) == (val.kind, val.grid, val.feat_dim);
+    anyhow::ensure!(
+        same,
+        "validation set {} ({}) does not match the training set {} ({})",
+        val.location(),
+        val.describe(),
+        train.location(),
+        train.describe()
+    );
     Ok((train, val))
 }
 
@@ -111,7 +141,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     let (train_set, val_set) = load_data(&cfg)?;
     let mcfg = model_config(&cfg, &train_set)?;
     let n_tokens = train_set.tokens();
-    let b = cfg.batch_size.min(train_set.count);
+    let b = cfg.batch_size;
     eprintln!(
         "data: {} training scenes, {} validation, {}; {} model: {} slots of {} dims, batch {b}",
         train_set.count, val_set.count,
@@ -150,12 +180,9 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     crate::checkpoint::create_output_dir(&cfg.out)?;
 
     let (spectral, val_segments) = if cfg.use_spectral {
-        let t = Instant::now();
         let scfg = spectral_init::spectral_config(&cfg);
-        let train_cache = SegmentCache::build(&train_set, mcfg.num_slots(), &scfg)?;
-        let val_cache = SegmentCache::build(&val_set, mcfg.num_slots(), &scfg)?;
-        eprintln!("spectral init: {} scenes decomposed in {:.1} s", train_set.count + val_set.count, t.elapsed().as_secs_f32());
-        (Some(train_cache), Some(val_cache))
+        let segs = |d: &Dataset| spectral_init::segments_for(d, mcfg.num_slots(), &scfg, super::segments::cache_dir(d, &cfg.spectral_cache).as_deref());
+        (Some(segs(&train_set)?), Some(segs(&val_set)?))
     } else {
         (None, None)
     };
@@ -164,8 +191,8 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
         // the diagnostics of the batch training starts with, with the parameters it starts from
         let first: Vec<usize> = epoch_order(train_set.count, cfg.seed, epoch0)[..b].to_vec();
         let segs = match &spectral {
-            Some(c) => first.iter().map(|&s| c.segs[s].clone()).collect(),
-            None => spectral_init::segment_scenes(&train_set, &first, mcfg.num_slots(), &spectral_init::spectral_config(&cfg)),
+            Some(c) => first.iter().map(|&s| c.seg(s)).collect(),
+            None => spectral_init::segment_scenes(&train_set, &first, mcfg.num_slots(), &spectral_init::spectral_config(&cfg))?,
         };
         let diag = spectral_init::diagnose(&mut model, &train_set, &first, &segs, &cfg.out)?;
         eprintln!("{}", diag.summary());
@@ -211,13 +238,17 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     for epoch in epoch0..cfg.epochs {
         let order = epoch_order(train_set.count, cfg.seed, epoch);
         let skip = if epoch == epoch0 { done_in_epoch0 } else { 0 };
-        for chunk in order.chunks_exact(b).skip(skip) {
+        let batches: Vec<Vec<usize>> = order.chunks_exact(b).skip(skip).map(|c| c.to_vec()).collect();
+        let mut loader = crate::data::loader::Prefetch::new(train_set.clone(), batches, 2);
+        while let Some(batch) = loader.next_batch() {
+            let batch = batch?;
+            let chunk = &batch.scenes[..];
             let lr = learning_rate(&cfg, step, steps_per_epoch);
             let w_div = schedule.weight_at(&cfg, epoch);
             let noise_scale = if spectral.is_some() { cfg.spectral_noise } else { 1.0 };
             let noise = randn(&mut step_rng(cfg.seed, 2, step), b * k * d, noise_scale);
             let segs = spectral.as_ref().map(|c| c.gather(chunk));
-            model.feed(&train_set, chunk, &noise, segs.as_deref(), w_div);
+            model.feed_inputs(&batch.inputs, &noise, segs.as_deref(), w_div);
             let w_guide = guide_weight(&cfg, step as f32 / steps_per_epoch as f32);
             // the targets also with the weight at 0: the logged guide is then still the
             // distance to the spectral groups
@@ -285,7 +316,12 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
         eval["seconds"] = json!(seconds());
         writeln!(metrics, "{eval}")?;
         let at = if finished { format!("epoch {}", epoch + 1) } else { format!("stopped in epoch {} at step {step}", epoch + 1) };
-        if model.is_pixel() {
+        if !val_set.has_masks() {
+            bar.println(format!(
+                "{at}: (no masks) recon {:.5} active slots {:.1} mask overlap {:.3}",
+                eval["recon"].as_f64().unwrap_or(f64::NAN), eval["active_slots"].as_f64().unwrap_or(f64::NAN), eval["mask_overlap"].as_f64().unwrap_or(f64::NAN)
+            ));
+        } else if model.is_pixel() {
             // masks at image resolution: no token grid, no ceiling
             bar.println(format!("{at}: fg_ari {:.3} ari {:.3} mbo {:.3}", eval["fg_ari"], eval["ari"], eval["mbo"]));
         } else {

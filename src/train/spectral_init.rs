@@ -46,22 +46,18 @@
 //! the slots' PCA. [`detect_collapse`] / [`check_collapse`] fail above a raw similarity of
 //! [`COLLAPSE_SIMILARITY`].
 
-use std::borrow::Cow;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use image::{Rgb, RgbImage};
-use rayon::prelude::*;
 use serde::Serialize;
 
 use super::config::TrainConfig;
 use crate::data::Dataset;
 use crate::metrics;
-use crate::model::pixel::scale_images;
 use crate::model::slot_attention::GuideTargets;
 use crate::model::Model;
-use crate::spectral::{segment, Segmentation, SpectralConfig};
+use crate::spectral::{Segmentation, SpectralConfig};
 
 /// The initial slots count as collapsed when their mean raw pairwise cosine exceeds this.
 pub const COLLAPSE_SIMILARITY: f64 = 0.8;
@@ -79,50 +75,15 @@ pub fn spectral_config(cfg: &TrainConfig) -> SpectralConfig {
     }
 }
 
-/// What the segmentation of scene `s` reads: tokens `[N, F]` and F. The features of a feature
-/// dataset; for images each pixel's RGB in [-1, 1], the pixel model's input (a black
-/// background is then (-1, -1, -1), far in cosine from every colour).
-pub fn spectral_tokens(data: &Dataset, s: usize) -> (Cow<'_, [f32]>, usize) {
-    if data.kind_is_features() {
-        let per = data.scene_len();
-        return (Cow::Borrowed(&data.features[s * per..(s + 1) * per]), data.feat_dim);
-    }
-    (Cow::Owned(scale_images(&data.images_batch_f32(&[s]))), 3)
-}
+pub use super::segments::{segment_scenes, segments_for, spectral_tokens, SceneSegments};
 
-/// Segment the given scenes (in parallel): their features, or the pixels of images
-/// ([`spectral_tokens`]).
-pub fn segment_scenes(data: &Dataset, scenes: &[usize], num_slots: usize, cfg: &SpectralConfig) -> Vec<Arc<Segmentation>> {
-    let n = data.tokens();
-    scenes
-        .par_iter()
-        .map(|&s| {
-            let (tokens, f) = spectral_tokens(data, s);
-            Arc::new(segment(&tokens, n, f, data.grid, num_slots, cfg))
-        })
-        .collect()
-}
+/// The segmentation of a dataset's scenes, as training uses it (see [`super::segments`]).
+pub type SegmentCache = SceneSegments;
 
-pub struct SegmentCache {
-    pub n: usize,
-    pub k: usize,
-    /// Per scene, S [N, K] row-major.
-    pub weights: Vec<Vec<f32>>,
-    /// Per scene, its segmentation.
-    pub segs: Vec<Arc<Segmentation>>,
-}
-
-impl SegmentCache {
-    pub fn build(data: &Dataset, num_slots: usize, cfg: &SpectralConfig) -> Result<SegmentCache> {
-        let all: Vec<usize> = (0..data.count).collect();
-        let segs = segment_scenes(data, &all, num_slots, cfg);
-        let weights = segs.par_iter().map(|s| segment_weights(s, num_slots)).collect();
-        Ok(SegmentCache { n: data.tokens(), k: num_slots, weights, segs })
-    }
-
+impl SceneSegments {
     /// S for a batch of scenes, [B, N, K].
     pub fn gather(&self, scenes: &[usize]) -> Vec<f32> {
-        scenes.iter().flat_map(|&s| self.weights[s].iter().copied()).collect()
+        scenes.iter().flat_map(|&s| segment_weights(&self.seg(s), self.k)).collect()
     }
 
     /// Mask-guidance targets for a batch: slot `k` owns the tokens of slot group `k` (the
@@ -148,7 +109,7 @@ impl SegmentCache {
             family: vec![0f32; scenes.len() * k * k],
         };
         for (b, &s) in scenes.iter().enumerate() {
-            let seg = &self.segs[s];
+            let seg = self.seg(s);
             // family of each slot: its group's family, or itself (also slots without a group)
             let fam: Vec<usize> = (0..k)
                 .map(|j| if by_family && j < seg.num_groups { seg.group_family[j] as usize } else { j })
@@ -237,7 +198,7 @@ pub fn segment_weights(seg: &Segmentation, k: usize) -> Vec<f32> {
 /// Initial slots `[scenes, K, D]` as training computes them (`init_slots` of the model) with
 /// zero noise: `mu + LN(S^T enc)` for the given scenes of `data` and their segmentations.
 /// Runs the model in batches of its own size (the last one padded).
-pub fn initial_slots(model: &mut Model, data: &Dataset, scenes: &[usize], segs: &[Arc<Segmentation>]) -> Vec<f32> {
+pub fn initial_slots(model: &mut Model, data: &Dataset, scenes: &[usize], segs: &[Segmentation]) -> Result<Vec<f32>> {
     let (b, k, d) = (model.batch(), model.num_slots(), model.slot_dim());
     assert_eq!(segs.len(), scenes.len(), "one segmentation per scene");
     let mut out = Vec::with_capacity(scenes.len() * k * d);
@@ -247,11 +208,11 @@ pub fn initial_slots(model: &mut Model, data: &Dataset, scenes: &[usize], segs: 
         let last = chunk.len() - 1;
         let padded: Vec<usize> = (0..b).map(|i| chunk[i.min(last)]).collect();
         let weights: Vec<f32> = (0..b).flat_map(|i| segment_weights(&chunk_segs[i.min(last)], k)).collect();
-        model.feed(data, &padded, &noise, Some(&weights), 0.0);
+        model.feed(data, &padded, &noise, Some(&weights), 0.0)?;
         model.ex_mut().forward();
         out.extend_from_slice(&model.ex().get(model.init_slots())[..chunk.len() * k * d]);
     }
-    out
+    Ok(out)
 }
 
 /// Fails when the initial slots `[b, k, d]` have collapsed: mean raw off-diagonal cosine over
@@ -359,7 +320,7 @@ pub fn diagnose(
     model: &mut Model,
     data: &Dataset,
     scenes: &[usize],
-    segs: &[Arc<Segmentation>],
+    segs: &[Segmentation],
     out: &Path,
 ) -> Result<SpectralDiagnostics> {
     anyhow::ensure!(!scenes.is_empty(), "spectral diagnostics need at least one scene");
@@ -368,14 +329,14 @@ pub fn diagnose(
     let (n, k, d) = (data.tokens(), model.num_slots(), model.slot_dim());
     std::fs::create_dir_all(out).with_context(|| format!("cannot create output directory {}", out.display()))?;
     let b = scenes.len();
-    let slots = initial_slots(model, data, scenes, segs);
+    let slots = initial_slots(model, data, scenes, segs)?;
     let (raw, centered) = crate::spectral::slot_similarity_batch(&slots, b, k, d);
     let collapsed = check_collapse(raw, centered, b).is_err();
 
     // scores of the segmentation alone
     let grid = data.grid;
     let (mh, mw) = data.mask_hw;
-    let masks = data.masks_batch(scenes);
+    let masks = data.masks_batch(scenes)?;
     let mut per_scene = Vec::with_capacity(b);
     let (mut tok_t, mut tok_p, mut tok_g, mut pix_t, mut pix_p) = (vec![], vec![], vec![], vec![], vec![]);
     for (i, seg) in segs.iter().enumerate() {
@@ -476,22 +437,19 @@ pub fn max_pair_cosine(slots: &[f32], k: usize, d: usize) -> f64 {
 /// segments upsampled to the mask and blended over the scene, then the segments and the slot
 /// groups on the token grid ([`crate::spectral::render_segments`]; colour = segment / slot
 /// index, as in the PCA picture).
-pub fn write_segments_with_truth(path: &Path, data: &Dataset, scenes: &[usize], segs: &[Arc<Segmentation>]) -> Result<()> {
+pub fn write_segments_with_truth(path: &Path, data: &Dataset, scenes: &[usize], segs: &[Segmentation]) -> Result<()> {
     let grid = data.grid;
     let (mh, mw) = data.mask_hw;
     let (ih, iw) = data.image_hw;
     let mut rows = Vec::new();
     for (&s, seg) in scenes.iter().zip(segs) {
         let mut row = Vec::new();
-        let scene_img = data.has_images().then(|| {
-            let per = ih * iw * 3;
-            RgbImage::from_raw(iw as u32, ih as u32, data.images[s * per..(s + 1) * per].to_vec()).unwrap()
-        });
+        let scene_img = data.image(s)?.map(|px| RgbImage::from_raw(iw as u32, ih as u32, px).expect("image size"));
         if let Some(img) = &scene_img {
             row.push(img.clone());
         }
         let (ph, pw) = if mh > 0 { (mh, mw) } else if ih > 0 { (ih, iw) } else { (grid.0 * 8, grid.1 * 8) };
-        if let Some(mask) = data.mask(s) {
+        if let Some(mask) = data.mask(s)? {
             let gt: Vec<u32> = mask.iter().map(|&v| v as u32).collect();
             row.push(crate::viz::labels_image(&gt, (mh, mw), 1));
         }
