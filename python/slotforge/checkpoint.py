@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .config import AnyConfig, config_from_json
 from .models import build
@@ -25,6 +23,8 @@ PathLike = Union[str, os.PathLike]
 
 def read_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     """The tensors (as stored) and the metadata of a safetensors file."""
+    from safetensors import safe_open
+
     tensors = {}
     with safe_open(str(path), framework="pt") as f:
         meta = dict(f.metadata() or {})
@@ -92,6 +92,8 @@ def save(module: torch.nn.Module, path: PathLike, spectral: Optional[dict] = Non
         meta[SPECTRAL_KEY] = json.dumps(spectral, separators=(",", ":"))
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
+    from safetensors.torch import save_file
+
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, path)
 

@@ -206,25 +206,34 @@ class FeatureModel(nn.Module):
             enc = enc + self.encoder_pos
         return enc
 
+    def decode(self, slots, per_pair: bool = False):
+        """slots [B, K, D] -> (alpha [B, K, N], recon [B, N, F]). Every slot at every token:
+        MLP(slot + pos) -> F values and an alpha logit; alpha = softmax over slots; recon =
+        sum_k alpha_k values_k. Since the alphas sum to 1, sum_k alpha_k (W h_k + b) =
+        W (sum_k alpha_k h_k) + b: slotforge computes the values once per token from the mixed
+        last hidden layer (the same function, K times fewer rows in the largest GEMM); so does
+        this unless `per_pair` (the textbook decoder: values for every slot and token)."""
+        layers = self.decoder.layers
+        h = slots.unsqueeze(2) + self.decoder_pos  # [B, K, N, D]
+        for layer in layers[:-1]:
+            h = F.relu(layer(h))
+        last = layers[-1]
+        if per_pair:
+            out = last(h)  # [B, K, N, F + 1]
+            alpha = out[..., -1].softmax(dim=1)
+            return alpha, (alpha.unsqueeze(-1) * out[..., :-1]).sum(dim=1)
+        logit = F.linear(h, last.weight[-1:], last.bias[-1:]).squeeze(-1)  # [B, K, N]
+        alpha = logit.softmax(dim=1)
+        mixed = (alpha.unsqueeze(-1) * h).sum(dim=1)  # [B, N, H]
+        return alpha, F.linear(mixed, last.weight[:-1], last.bias[:-1])
+
     def forward(self, features, noise, spectral_weights=None) -> Output:
         features = features.to(self.decoder_pos.dtype)
         noise = noise.to(self.decoder_pos.dtype)
         enc = self.encode(features)
         init = self.slot_attention.init_slots(enc, noise, spectral_weights)
         slots, attn = self.slot_attention(enc, init)
-        # decoder: every slot at every token, MLP(slot + pos) (slotforge computes layer 0 as
-        # W slot + (W pos + b), the same function)
-        layers = self.decoder.layers
-        h = slots.unsqueeze(2) + self.decoder_pos  # [B, K, N, D]
-        for layer in layers[:-1]:
-            h = F.relu(layer(h))
-        last = layers[-1]
-        logit = F.linear(h, last.weight[-1:], last.bias[-1:]).squeeze(-1)  # [B, K, N]
-        alpha = logit.softmax(dim=1)
-        # sum_k alpha_k (W h_k + b) = W (sum_k alpha_k h_k) + b as the alphas sum to 1: slotforge
-        # computes the values once per token from the mixed hidden layer (the same function)
-        mixed = (alpha.unsqueeze(-1) * h).sum(dim=1)  # [B, N, H]
-        recon = F.linear(mixed, last.weight[:-1], last.bias[:-1])
+        alpha, recon = self.decode(slots)
         return Output(slots, attn, alpha, recon, init)
 
 
