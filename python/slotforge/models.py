@@ -167,7 +167,7 @@ def sincos_positions(n: int, d: int) -> torch.Tensor:
 class FeatureModel(nn.Module):
     """slotforge's feature model (DINOSAUR style) over frozen ViT tokens.
 
-    `forward(features [B, N, F], noise [B, K, D], spectral_weights [B, N, K] = None)` -> Output.
+    `forward(features [B, N, F] or [B, h, w, F], noise [B, K, D], spectral_weights [B, N, K] = None)` -> Output.
     """
 
     def __init__(self, cfg: FeatureConfig, spectral: Optional[dict] = None):
@@ -228,6 +228,8 @@ class FeatureModel(nn.Module):
         return alpha, F.linear(mixed, last.weight[:-1], last.bias[:-1])
 
     def forward(self, features, noise, spectral_weights=None) -> Output:
+        if features.dim() == 4:  # [B, h, w, F]: the same tokens in grid layout
+            features = features.reshape(features.shape[0], -1, features.shape[-1])
         features = features.to(self.decoder_pos.dtype)
         noise = noise.to(self.decoder_pos.dtype)
         enc = self.encode(features)
