@@ -1,74 +1,30 @@
 #!/usr/bin/env python3
-"""PyTorch baseline of slotforge's step benchmark: the same feature model (DESIGN.md),
-the same reference scale (N=256, F=768, D=128, K=11, T=3, slot MLP 512, decoder 3 x 512,
-batch 16), one full training step (forward, backward, Adam) on the CPU with as many
-threads as cores. Prints one JSON line like `slotforge bench step`.
+"""PyTorch baseline of slotforge's step benchmark: the same feature model (the `slotforge`
+Python package's FeatureModel: slotforge's parameter names, so a checkpoint loads with
+strict=True), the same reference scale (N=256, F=768, D=128, K=11, T=3, slot MLP 512,
+decoder 3 x 512, batch 16), one full training step (forward, backward, clipped Adam) on the
+CPU with as many threads as cores. Prints one JSON line like `slotforge bench step`.
 
-    pip install torch
-    python3 benches/torch_step.py [--steps 5] [--batch 16]
+    pip install ./python        # the slotforge package (torch, numpy, safetensors)
+    python3 benches/torch_step.py [--steps 5] [--batch 16] [--decoder per-pair|mixed] [--checkpoint C]
+
+--decoder per-pair (default, the baseline of the README's table): the textbook decoder, values
+for every (slot, token) pair. --decoder mixed: slotforge's exact rewrite, the values once per
+token from the alpha-mixed hidden layer. --checkpoint: time the model of a slotforge feature
+checkpoint instead of the reference sizes.
 """
-import argparse, json, os, resource, time
+import argparse, json, os, resource, sys, time
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
+try:
+    import slotforge as sf
+except ImportError:  # run from a checkout without installing the package
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+    import slotforge as sf
 
-class SlotAttention(nn.Module):
-    def __init__(s, d, k, iters, hidden, eps=1e-8):
-        super().__init__()
-        s.k, s.iters, s.eps, s.scale = k, iters, eps, d ** -0.5
-        s.slots_mu = nn.Parameter(torch.randn(1, 1, d))
-        s.slots_log_sigma = nn.Parameter(torch.zeros(1, 1, d))
-        s.norm_inputs, s.norm_slots, s.norm_mlp = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        s.to_q, s.to_k, s.to_v = (nn.Linear(d, d, bias=False) for _ in range(3))
-        s.gru = nn.GRUCell(d, d)
-        s.mlp = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, d))
-
-    def forward(s, x, noise):
-        b, n, d = x.shape
-        slots = s.slots_mu + s.slots_log_sigma.exp() * noise
-        x = s.norm_inputs(x)
-        k, v = s.to_k(x), s.to_v(x)
-        for _ in range(s.iters):
-            prev = slots
-            q = s.to_q(s.norm_slots(slots)) * s.scale
-            attn = torch.einsum("bnd,bkd->bnk", k, q).softmax(dim=-1)
-            w = (attn + s.eps) / (attn + s.eps).sum(dim=1, keepdim=True)
-            updates = torch.einsum("bnk,bnd->bkd", w, v)
-            slots = s.gru(updates.reshape(-1, d), prev.reshape(-1, d)).reshape(b, -1, d)
-            slots = slots + s.mlp(s.norm_mlp(slots))
-        return slots, attn
-
-
-class FeatureModel(nn.Module):
-    def __init__(s, n=256, f=768, d=128, k=11, iters=3, hidden=512, dec_hidden=512, dec_layers=3):
-        super().__init__()
-        s.k = k
-        s.encoder_norm = nn.LayerNorm(f)
-        s.encoder = nn.Sequential(nn.Linear(f, d), nn.ReLU(), nn.Linear(d, d))
-        s.slot_attention = SlotAttention(d, k, iters, hidden)
-        s.decoder_pos = nn.Parameter(torch.randn(1, 1, n, d) * 0.02)
-        layers, din = [], d
-        for _ in range(dec_layers):
-            layers += [nn.Linear(din, dec_hidden), nn.ReLU()]
-            din = dec_hidden
-        layers.append(nn.Linear(din, f + 1))
-        s.decoder = nn.Sequential(*layers)
-
-    def forward(s, feats, noise, w_div):
-        enc = s.encoder(s.encoder_norm(feats))
-        slots, attn = s.slot_attention(enc, noise)
-        out = s.decoder(slots.unsqueeze(2) + s.decoder_pos)  # [B, K, N, F+1]
-        alpha = out[..., -1].softmax(dim=1)
-        recon = (alpha.unsqueeze(-1) * out[..., :-1]).sum(dim=1)
-        mse = F.mse_loss(recon, feats)
-        sn = F.normalize(slots, dim=-1)
-        cos = sn @ sn.transpose(1, 2)
-        k = s.k
-        off = ~torch.eye(k, dtype=torch.bool)
-        div = cos[:, off].clamp(min=0).mean()
-        return mse + w_div * div
+REFERENCE = sf.FeatureConfig(n_tokens=256, feat_dim=768, slot_dim=128, num_slots=11, iters=3,
+                             mlp_hidden=512, dec_hidden=512, dec_layers=3, encoder_pos=False)
 
 
 def main():
@@ -76,18 +32,32 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--decoder", choices=["per-pair", "mixed"], default="per-pair")
+    ap.add_argument("--checkpoint", help="a slotforge feature checkpoint whose model to time")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    m = FeatureModel()
+    m = sf.load(a.checkpoint) if a.checkpoint else sf.FeatureModel(REFERENCE)
+    if not isinstance(m, sf.FeatureModel):
+        sys.exit(f"{a.checkpoint}: not a feature-model checkpoint")
+    cfg = m.cfg
     opt = torch.optim.Adam(m.parameters(), lr=1e-4)
-    feats = torch.randn(a.batch, 256, 768)
-    noise = torch.randn(a.batch, 11, 128)
+    feats = torch.randn(a.batch, cfg.n_tokens, cfg.feat_dim)
+    noise = torch.randn(a.batch, cfg.num_slots, cfg.slot_dim)
+    per_pair = a.decoder == "per-pair"
+
+    def loss_fn():
+        enc = m.encode(feats)
+        slots, _ = m.slot_attention(enc, m.slot_attention.init_slots(enc, noise))
+        alpha, recon = m.decode(slots, per_pair=per_pair)
+        out = sf.Output(slots, None, alpha, recon, None)
+        return sf.losses(out, feats, 1e-4).total
+
     times = []
     for i in range(a.steps + 1):
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = m(feats, noise, 1e-4)
+        loss = loss_fn()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         opt.step()
@@ -95,8 +65,8 @@ def main():
             times.append(time.perf_counter() - t)
     times.sort()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"bench": "step", "device": f"pytorch {torch.__version__} cpu", "batch": a.batch,
-                      "steps": a.steps, "median_s": times[len(times) // 2], "min_s": times[0],
+    print(json.dumps({"bench": "step", "device": f"pytorch {torch.__version__} cpu", "decoder": a.decoder,
+                      "batch": a.batch, "steps": a.steps, "median_s": times[len(times) // 2], "min_s": times[0],
                       "peak_rss_mib": peak, "threads": torch.get_num_threads()}))
 
 

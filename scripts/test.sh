@@ -32,3 +32,6 @@ cargo test "$@" -- --nocapture 2>&1 | tee target/test-output.log
 if command -v python3 >/dev/null; then
     python3 scripts/err_summary.py target/test-output.log
 fi
+# The Python package's tests (python/, scripts/test_python.sh), on the binary cargo test just built (the newest).
+export SLOTFORGE_BIN="${SLOTFORGE_BIN:-$(ls -t "$PWD"/target/{debug,release}/slotforge 2>/dev/null | head -n 1)}"
+scripts/test_python.sh
