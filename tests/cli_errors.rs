@@ -602,3 +602,141 @@ fn train_write_failure_mid_run_leaves_no_partial_file() {
         }
     }
 }
+
+/// The new input paths: shards, image folders, manifests, the segmentation cache. Each bad
+/// input names the file and the problem and writes nothing; the good shards (with and without
+/// masks) train and evaluate to the end.
+#[test]
+fn shard_folder_and_cache_errors() {
+    use image::{GrayImage, Luma, Rgb, RgbImage};
+    let t = fixture();
+    let r = t.path();
+    let ds = generate("clevr-features", S, 0, F).unwrap();
+    let all: Vec<usize> = (0..S).collect();
+    let feats = ds.features_batch(&all).unwrap();
+    let masks = ds.masks_batch(&all).unwrap().unwrap();
+    let (mh, mw) = ds.mask_hw;
+    let half = S / 2;
+    let (fa, fb) = (npy_f32(&[half, N, F], &feats[..half * N * F]), npy_f32(&[half, N, F], &feats[half * N * F..]));
+    let (ma, mb) = (npy_u8(&[half, mh, mw], &masks[..half * mh * mw]), npy_u8(&[half, mh, mw], &masks[half * mh * mw..]));
+    let shards = |name: &str, b: &[u8], with_masks: (bool, bool)| {
+        put(r, &format!("{name}/features-00000.npy"), &fa);
+        put(r, &format!("{name}/features-00001.npy"), b);
+        if with_masks.0 {
+            put(r, &format!("{name}/masks-00000.npy"), &ma);
+        }
+        if with_masks.1 {
+            put(r, &format!("{name}/masks-00001.npy"), &mb);
+        }
+    };
+    shards("sh_good", &fb, (true, true));
+    shards("sh_nomask", &fb, (false, false));
+    shards("sh_truncated", &fb[..fb.len() - 40], (true, true));
+    shards("sh_dims", &npy_f32(&[half, N, 4], &feats[..half * N * 4]), (true, true));
+    let f16: Vec<u8> = feats[half * N * F..].iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+    shards("sh_dtype", &[encode_header(DType::F16, &[half, N, F]), f16].concat(), (true, true));
+    shards("sh_masks_some", &fb, (true, false));
+    put(r, "sh_mixed/features.npy", &npy_f32(&[S, N, F], &feats));
+    put(r, "sh_mixed/features-00000.npy", &fa);
+    put(r, "man_missing/manifest.json", br#"{"shards": [{"features": "nothere.npy"}]}"#);
+    put(r, "man_bad/manifest.json", br#"{"shards": [{"feature": "a.npy"}]}"#);
+
+    // image folders: 8x6 images with masks
+    let img = |dir: &str, name: &str, w: u32, h: u32| {
+        std::fs::create_dir_all(r.join(dir).join("images")).unwrap();
+        RgbImage::from_fn(w, h, |x, y| Rgb([(x * 30) as u8, (y * 40) as u8, 90])).save(r.join(dir).join("images").join(name)).unwrap();
+    };
+    let mask = |dir: &str, name: &str, w: u32, h: u32| {
+        std::fs::create_dir_all(r.join(dir).join("masks")).unwrap();
+        GrayImage::from_fn(w, h, |x, _| Luma([(x >= w / 2) as u8])).save(r.join(dir).join("masks").join(name)).unwrap();
+    };
+    for d in ["img_good", "img_size", "img_corrupt", "img_truncated", "img_mask_some", "img_mask_size"] {
+        for i in 0..4 {
+            img(d, &format!("s{i}.png"), 8, 6);
+            mask(d, &format!("s{i}.png"), 8, 6);
+        }
+    }
+    img("img_size", "s2.png", 9, 6);
+    put(r, "img_corrupt/images/s1.png", b"\x89PNG but not really an image");
+    let png = std::fs::read(r.join("img_good/images/s0.png")).unwrap();
+    put(r, "img_truncated/images/s3.png", &png[..png.len() - 30]);
+    std::fs::remove_file(r.join("img_mask_some/masks/s1.png")).unwrap();
+    mask("img_mask_size", "s2.png", 4, 6);
+    let pixel_toml = "val-count = 1\nslot-dim = 8\nmlp-hidden = 8\nnum-slots = 3\nbatch-size = 2\nepochs = 1\ndevice = \"cpu\"\n\
+                      enc-channels = 4\nenc-layers = 1\nenc-kernel = 3\ndec-channels = 4\ndec-conv-layers = 1\ndec-kernel = 3\nspectral-cache = \"off\"\n";
+    put(r, "pixel.toml", pixel_toml.as_bytes());
+
+    // good input trains and evaluates to the end, with and without masks
+    check_ok(r, &["train", "--config", "tiny.toml", "--data", "sh_good", "--out", "ctl_sh"]);
+    check_ok(r, &["train", "--config", "tiny.toml", "--data", "sh_nomask", "--out", "ctl_nm"]);
+    assert!(r.join("ctl_nm/model.safetensors").is_file());
+    let log = std::fs::read_to_string(r.join("ctl_nm/metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert!(last["type"] == "epoch" && last["recon"].as_f64().is_some() && last.get("token_fg_ari").is_none(), "{last}");
+    check_ok(r, &["eval", "--checkpoint", "ctl_nm/model.safetensors", "--data", "sh_nomask", "--out", "ev_nm", "--device", "cpu"]);
+    let (pred, shape) = slotforge::data::npy::read_labels(&r.join("ev_nm/pred_masks.npy")).unwrap();
+    assert_eq!((shape, pred.iter().all(|&l| l < K as u32)), (vec![S, 16, 16], true), "predicted at the token grid without masks or images");
+    check_ok(r, &["train", "--config", "pixel.toml", "--data", "img_good", "--out", "ctl_img"]);
+
+    check_cases(r, &cases![
+        ["train", "--config", "tiny.toml", "--data", "sh_truncated", "--out", "o"] => ["sh_truncated/features-00001.npy", "truncated data"];
+        ["train", "--config", "tiny.toml", "--data", "sh_dims", "--out", "o"] => ["sh_dims/features-00001.npy", "[3, 256, 4] float32 differs from sh_dims/features-00000.npy [3, 256, 8] float32"];
+        ["train", "--config", "tiny.toml", "--data", "sh_dtype", "--out", "o"] => ["sh_dtype/features-00001.npy", "float16 differs from", "same token count, feature dim and dtype"];
+        ["train", "--config", "tiny.toml", "--data", "sh_masks_some", "--out", "o"] => ["masks for only some shards", "features-00001.npy has no masks-00001.npy"];
+        ["train", "--config", "tiny.toml", "--data", "sh_mixed", "--out", "o"] => ["sh_mixed", "both features.npy and features-00000.npy"];
+        ["train", "--config", "tiny.toml", "--data", "man_missing", "--out", "o"] => ["man_missing/nothere.npy", "cannot open"];
+        ["train", "--config", "tiny.toml", "--data", "man_bad", "--out", "o"] => ["man_bad/manifest.json", "not a valid manifest"];
+        ["train", "--config", "tiny.toml", "--data", "sh_good", "--batch-size", "64", "--out", "o"] => ["the training set has 4 scenes, fewer than the batch size 64"];
+        ["eval", "--checkpoint", "model.safetensors", "--data", "sh_dims", "--out", "o", "--device", "cpu"] => ["sh_dims/features-00001.npy", "differs from"];
+        ["train", "--config", "pixel.toml", "--data", "img_size", "--out", "o"] => ["img_size/images/s2.png", "size 6x9 differs from", "image-size"];
+        ["train", "--config", "pixel.toml", "--data", "img_corrupt", "--out", "o"] => ["img_corrupt/images/s1.png", "corrupt"];
+        ["train", "--config", "pixel.toml", "--data", "img_truncated", "--out", "o"] => ["img_truncated/images/s3.png", "corrupt or truncated"];
+        ["train", "--config", "pixel.toml", "--data", "img_mask_some", "--out", "o"] => ["masks for only some images", "img_mask_some/images/s1.png has no masks/s1.png"];
+        ["train", "--config", "pixel.toml", "--data", "img_mask_size", "--out", "o"] => ["img_mask_size/masks/s2.png", "mask of 6x4 but its image", "is 6x8"];
+    ]);
+}
+
+/// The spectral segmentation cache: written beside the data on the first run, used by the
+/// next, rebuilt (with a message naming the file) when the data changed or the file is
+/// corrupt; never trusted.
+#[test]
+fn spectral_cache_is_reused_and_rebuilt_when_stale_or_corrupt() {
+    let t = fixture();
+    let r = t.path();
+    let train = |out: &str| {
+        let o = run(r, &["train", "--config", "tiny.toml", "--data", "good", "--out", out]);
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{stderr}");
+        stderr
+    };
+    let first = train("c1");
+    assert!(first.contains("segmented in"), "{first}");
+    let cache: Vec<_> = std::fs::read_dir(r.join("good/.slotforge-cache")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(cache.len(), 1, "one cache file: {cache:?}");
+    let second = train("c2");
+    assert!(second.contains("from the cache"), "{second}");
+    // the same losses from the cached segmentation as from a fresh one
+    let losses = |d: &str| -> Vec<String> {
+        std::fs::read_to_string(r.join(d).join("metrics.jsonl")).unwrap().lines().filter(|l| l.contains("\"step\"")).map(|l| l.split("\"seconds\"").next().unwrap().to_string()).collect()
+    };
+    assert_eq!(losses("c1"), losses("c2"));
+    // corrupt: one flipped byte
+    let mut bytes = std::fs::read(&cache[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&cache[0], &bytes).unwrap();
+    let third = train("c3");
+    assert!(third.contains(&format!("{}: checksum mismatch", cache[0].strip_prefix(r).unwrap().display())) || third.contains("checksum mismatch"), "{third}");
+    assert!(third.contains("rebuilding"), "{third}");
+    assert_eq!(losses("c3"), losses("c1"));
+    // stale: the features change (same shape), so the cache must not be used
+    let feats = std::fs::read(r.join("good/features.npy")).unwrap();
+    let mut changed = feats.clone();
+    let n = changed.len();
+    changed[n - 4..].copy_from_slice(&0.25f32.to_le_bytes());
+    std::fs::write(r.join("good/features.npy"), &changed).unwrap();
+    let fourth = train("c4");
+    assert!(fourth.contains("made for other data or settings") && fourth.contains("rebuilding"), "{fourth}");
+    let fifth = train("c5");
+    assert!(fifth.contains("from the cache"), "{fifth}");
+}
