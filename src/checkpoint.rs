@@ -1,7 +1,7 @@
 //! safetensors files: named f32 tensors with shapes plus string metadata.
 //! Reading accepts F32 and F64 (PyTorch references are float64); writing is atomic.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -23,7 +23,7 @@ impl Tensor {
 #[derive(Clone, Debug, Default)]
 pub struct TensorFile {
     pub tensors: BTreeMap<String, Tensor>,
-    pub metadata: HashMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl TensorFile {
@@ -46,7 +46,7 @@ impl TensorFile {
             }
             tensors.insert(name, Tensor { shape: view.shape().to_vec(), data });
         }
-        Ok(TensorFile { tensors, metadata: meta.metadata().clone().unwrap_or_default() })
+        Ok(TensorFile { tensors, metadata: meta.metadata().clone().unwrap_or_default().into_iter().collect() })
     }
 
     pub fn get(&self, name: &str) -> Result<&Tensor> {
@@ -57,8 +57,15 @@ impl TensorFile {
         self.tensors.insert(name.to_string(), Tensor::new(shape, data));
     }
 
-    /// Write as F32 safetensors via a temporary file and a rename.
+    /// Write as F32 safetensors via a temporary file, a sync and a rename.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.save_with(path, true)
+    }
+
+    /// [`save`](Self::save); `durable` = false skips the sync (a kill still cannot tear the
+    /// file, only a power loss could lose it). The bytes depend on the contents alone: the
+    /// header's keys are sorted (the safetensors crate writes metadata in hash order).
+    pub fn save_with(&self, path: &Path, durable: bool) -> Result<()> {
         let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
             .tensors
             .iter()
@@ -68,10 +75,24 @@ impl TensorFile {
             .iter()
             .map(|(n, b, s)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
             .collect();
-        let meta = if self.metadata.is_empty() { None } else { Some(self.metadata.clone()) };
-        let out = safetensors::serialize(views, meta)?;
-        write_atomic(path, &out)
+        let meta = if self.metadata.is_empty() { None } else { Some(self.metadata.clone().into_iter().collect()) };
+        let mut out = safetensors::serialize(views, meta)?;
+        canonical_header(&mut out)?;
+        crate::data::npy::write_atomic_with(path, durable, |w| w.write_all(&out))
     }
+}
+
+/// Rewrite a serialized file's JSON header with its keys sorted (same length: only the order
+/// of the keys changes), so that equal contents give equal bytes.
+fn canonical_header(bytes: &mut [u8]) -> Result<()> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])?;
+    // serde_json's maps are sorted (BTreeMap) without the preserve_order feature
+    let mut sorted = serde_json::to_vec(&header)?;
+    anyhow::ensure!(sorted.len() <= n, "safetensors header grew when sorted");
+    sorted.resize(n, b' ');
+    bytes[8..8 + n].copy_from_slice(&sorted);
+    Ok(())
 }
 
 /// Name the two ways a cut-off file shows up (the safetensors crate reports them only as

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod bench_data;
 pub mod bench_kernels;
 pub mod checkpoint;
 pub mod data;

@@ -64,11 +64,22 @@ const LINE_COLOURS: [[u8; 3]; 8] = [
     [230, 25, 75], [0, 130, 200], [60, 180, 75], [245, 130, 48], [145, 30, 180], [0, 128, 128], [240, 50, 230], [128, 0, 0],
 ];
 
-/// Line plot of named series against x = 1, 2, ... (epochs, or logged steps): titled, with
-/// labelled axes and a legend. Series with the same name share a colour and one legend entry
-/// (e.g. the seeds of one arm). Log-scale y when asked (loss curves span decades); non-finite
-/// values leave a gap.
+/// Line plot of named series against x = 1, 2, ... (epochs, or logged steps); see [`plot_xy`].
 pub fn plot_lines<S: AsRef<str>>(title: &str, x_name: &str, series: &[(S, Vec<f32>)], log_y: bool, path: &Path) -> Result<()> {
+    let xy: Vec<(&str, Vec<(f32, f32)>)> =
+        series.iter().map(|(n, s)| (n.as_ref(), s.iter().enumerate().map(|(i, &v)| ((i + 1) as f32, v)).collect())).collect();
+    plot_xy(title, x_name, &xy, log_y, path)
+}
+
+/// Line plot of named series of (x, y) points (x ascending): titled, with labelled axes and a
+/// legend. Series with the same name share a colour and one legend entry (e.g. the seeds of
+/// one arm). Log-scale y when asked (loss curves span decades); non-finite values leave a gap.
+pub fn plot_xy<S: AsRef<str>>(title: &str, x_name: &str, series: &[(S, Vec<(f32, f32)>)], log_y: bool, path: &Path) -> Result<()> {
+    save_png(&render_xy(title, x_name, series, log_y), path)
+}
+
+/// [`plot_xy`]'s picture.
+pub fn render_xy<S: AsRef<str>>(title: &str, x_name: &str, series: &[(S, Vec<(f32, f32)>)], log_y: bool) -> RgbImage {
     let mut names: Vec<&str> = Vec::new();
     for (name, _) in series {
         if !names.contains(&name.as_ref()) {
@@ -82,7 +93,7 @@ pub fn plot_lines<S: AsRef<str>>(title: &str, x_name: &str, series: &[(S, Vec<f3
     let ink = Rgb([60, 60, 60]);
     draw_text(&mut img, left as i64, 6, title, ink);
     let tf = |v: f32| if log_y { v.max(1e-12).log10() } else { v };
-    let vals: Vec<f32> = series.iter().flat_map(|(_, s)| s.iter().copied().filter(|v| v.is_finite()).map(tf)).collect();
+    let vals: Vec<f32> = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1).filter(|v| v.is_finite()).map(tf)).collect();
     let (mut lo, mut hi) = vals.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     if vals.is_empty() {
         (lo, hi) = (0.0, 1.0);
@@ -102,13 +113,18 @@ pub fn plot_lines<S: AsRef<str>>(title: &str, x_name: &str, series: &[(S, Vec<f3
         let label = tick_label(first + step * t as f32, step, log_y);
         draw_text(&mut img, left as i64 - 6 - 8 * label.len() as i64, y as i64 - 4, &label, ink);
     }
-    // x ticks at 1, n and three points between; the axis name under the middle
-    let n = series.iter().map(|(_, s)| s.len()).max().unwrap_or(1).max(2);
-    let x_at = |i: usize| left as f32 + (right - left) as f32 * i as f32 / (n - 1) as f32;
+    // x from the first to the last point, ticks at five round places; the axis name below
+    let xs: Vec<f32> = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)).collect();
+    let (x0, mut x1) = xs.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let x0 = if xs.is_empty() { 0.0 } else { x0 };
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    let x_at = |x: f32| left as f32 + (right - left) as f32 * (x - x0) / (x1 - x0);
     for t in 0..=4 {
-        let i = (t * (n - 1) + 2) / 4;
-        let label = (i + 1).to_string();
-        let x = x_at(i) as i64;
+        let v = (x0 + (x1 - x0) * t as f32 / 4.0).round();
+        let label = format!("{v}");
+        let x = x_at(v).clamp(left as f32, right as f32) as i64;
         for dy in 0..4 {
             img.put_pixel(x as u32, bottom + 1 + dy, ink);
         }
@@ -117,19 +133,31 @@ pub fn plot_lines<S: AsRef<str>>(title: &str, x_name: &str, series: &[(S, Vec<f3
     draw_text(&mut img, ((left + right) / 2) as i64 - 4 * x_name.len() as i64, bottom as i64 + 20, x_name, ink);
     for (name, s) in series {
         let c = Rgb(LINE_COLOURS[names.iter().position(|m| *m == name.as_ref()).unwrap() % LINE_COLOURS.len()]);
-        let pt = |i: usize, v: f32| (x_at(i), bottom as f32 - (bottom - top) as f32 * (tf(v) - lo) / (hi - lo));
+        let pt = |(x, v): (f32, f32)| (x_at(x), bottom as f32 - (bottom - top) as f32 * (tf(v) - lo) / (hi - lo));
         for i in 1..s.len() {
-            if !(s[i - 1].is_finite() && s[i].is_finite()) {
+            if !(s[i - 1].1.is_finite() && s[i].1.is_finite()) {
                 continue;
             }
-            let (x0, y0) = pt(i - 1, s[i - 1]);
-            let (x1, y1) = pt(i, s[i]);
-            let steps = ((x1 - x0).abs().max((y1 - y0).abs()) as usize).max(1);
+            let (xa, ya) = pt(s[i - 1]);
+            let (xb, yb) = pt(s[i]);
+            let steps = ((xb - xa).abs().max((yb - ya).abs()) as usize).max(1);
             for t in 0..=steps {
                 let a = t as f32 / steps as f32;
-                let (x, y) = (x0 + a * (x1 - x0), y0 + a * (y1 - y0));
+                let (x, y) = (xa + a * (xb - xa), ya + a * (yb - ya));
                 for dy in 0..2 {
                     let (px, py) = (x as u32, y as u32 + dy);
+                    if px < w && py < h {
+                        img.put_pixel(px, py, c);
+                    }
+                }
+            }
+        }
+        // a lone point (one epoch so far) as a dot
+        if s.len() == 1 && s[0].1.is_finite() {
+            let (x, y) = pt(s[0]);
+            for dx in 0..4 {
+                for dy in 0..4 {
+                    let (px, py) = ((x as u32 + dx).saturating_sub(2), (y as u32 + dy).saturating_sub(2));
                     if px < w && py < h {
                         img.put_pixel(px, py, c);
                     }
@@ -146,7 +174,7 @@ pub fn plot_lines<S: AsRef<str>>(title: &str, x_name: &str, series: &[(S, Vec<f3
         }
         draw_text(&mut img, (x + 16) as i64, y as i64, name, ink);
     }
-    save_png(&img, path)
+    img
 }
 
 /// A label map [h, w] as colours, scaled up by `scale`.

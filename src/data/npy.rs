@@ -536,16 +536,26 @@ pub fn sync_dir(dir: &Path) {
 /// Write `write`'s output to `<path>.tmp`, sync, rename over `path` and sync the directory.
 /// On any error the temporary file is removed and `path` is left untouched.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+    write_atomic_with(path, true, write)
+}
+
+/// [`write_atomic`]; `durable` = false skips the syncs (the rename still makes the file appear
+/// whole or not at all to any reader, and to a process killed at any moment).
+pub fn write_atomic_with(path: &Path, durable: bool, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
     let tmp = tmp_path(path)?;
     let result = (|| -> Result<()> {
         let f = File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
         write(&mut w).with_context(|| format!("{}: write failed", tmp.display()))?;
         let f = w.into_inner().map_err(|e| anyhow!("{}: write failed: {}", tmp.display(), e.error()))?;
-        f.sync_all().with_context(|| format!("{}: sync failed", tmp.display()))?;
+        if durable {
+            f.sync_all().with_context(|| format!("{}: sync failed", tmp.display()))?;
+        }
         drop(f);
         std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename to {}", tmp.display(), path.display()))?;
-        sync_dir(path.parent().unwrap_or(Path::new(".")));
+        if durable {
+            sync_dir(path.parent().unwrap_or(Path::new(".")));
+        }
         Ok(())
     })();
     if result.is_err() {

@@ -65,7 +65,10 @@ pub fn eval(checkpoint: &Path, data_dir: &Path, out: &Path, device: DeviceKind, 
         None => (None, 1.0),
     };
     let p = super::eval::predict(&mut model, &data, seed, segments.as_ref(), noise_scale)?;
-    let mut metrics = super::eval::measures(&model, &p, &data, segments.as_ref())?;
+    let mut metrics = serde_json::to_value(super::eval::measures(&model, &p, &data, segments.as_ref())?)?;
+    for k in ["epoch", "step", "seconds"] {
+        metrics.as_object_mut().unwrap().remove(k);
+    }
     metrics["spectral_init"] = json!(spectral.is_some());
     metrics["has_masks"] = json!(data.has_masks());
     // created only now: a rejected input leaves nothing behind

@@ -95,6 +95,16 @@ pub struct TrainConfig {
     pub seed: u64,
     pub out: PathBuf,
     pub resume: Option<PathBuf>,
+    /// Replace the run in `out` (a non-empty `out` is otherwise refused unless resumed).
+    pub overwrite: bool,
+    /// Stop after this many steps (0: the epochs decide).
+    pub max_steps: usize,
+    /// Commit a checkpoint every this many steps (1: a kill loses at most the step in progress).
+    pub checkpoint_every: usize,
+    /// Without a terminal, print a status line every this many seconds (0: never).
+    pub status_seconds: f64,
+    /// Read the datasets into memory as float32 before training.
+    pub in_memory: bool,
     /// Initial parameters from a checkpoint (fresh optimizer, step 0).
     pub init: Option<PathBuf>,
     pub log_every: usize,
@@ -161,6 +171,11 @@ impl Default for TrainConfig {
             seed: 0,
             out: PathBuf::from("runs/latest"),
             resume: None,
+            overwrite: false,
+            max_steps: 0,
+            checkpoint_every: 1,
+            status_seconds: 15.0,
+            in_memory: false,
             init: None,
             log_every: 10,
             collapse_overlap: 0.5,
@@ -190,6 +205,11 @@ impl TrainConfig {
         } else {
             auto_val_count(count)
         }
+    }
+
+    /// The config as TOML (what `config.toml` of a run holds).
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string(self)?)
     }
 
     pub fn from_file(path: &Path) -> Result<TrainConfig> {
@@ -233,6 +253,8 @@ impl TrainConfig {
             "--init and --resume exclude each other: --resume continues a run (its optimizer too), --init starts a new one from a checkpoint's parameters"
         );
         ensure!(self.log_every >= 1, "log-every must be >= 1");
+        ensure!(self.checkpoint_every >= 1, "checkpoint-every must be >= 1 (got {})", self.checkpoint_every);
+        ensure!(self.status_seconds >= 0.0 && self.status_seconds.is_finite(), "status-seconds must be >= 0 (got {})", self.status_seconds);
         ensure!(
             self.time_limit_minutes >= 0.0,
             "time-limit-minutes must be >= 0 (0 = no limit; got {})",
@@ -391,5 +413,112 @@ impl DiversitySchedule {
         } else if similarity < 0.5 * cfg.adaptive_target {
             self.weight = (self.weight / cfg.adaptive_factor).max(lo);
         }
+    }
+}
+
+/// Every config key with its meaning, in the order `slotforge config --list` shows them.
+/// A test checks that this lists exactly the keys of [`TrainConfig`].
+pub const KEYS: &[(&str, &str)] = &[
+    ("data", "dataset: a directory, an .npz or a manifest .json (absent: the built-in scenes)"),
+    ("val-data", "a separate validation set (then all of data trains)"),
+    ("val-count", "scenes held out of data for validation (0: the smaller of 100 and 10%)"),
+    ("synthetic", "built-in scenes when there is no data: clevr-features, clevr6-features, tetrominoes, multi-dsprites"),
+    ("train-count", "built-in scenes generated for training"),
+    ("feat-dim", "token dimension of the built-in feature scenes"),
+    ("image-size", "[H, W] image folders are resized to (absent: all images must have one size)"),
+    ("subset-percent", "train on this percentage of the training scenes"),
+    ("in-memory", "read the datasets into memory as float32 before training"),
+    ("spectral-cache", "where the spectral segmentation is cached: auto (beside the data), off, or a directory"),
+    ("num-slots", "slots K"),
+    ("slot-dim", "slot dimension D"),
+    ("mlp-hidden", "hidden width of the slot MLP"),
+    ("dec-hidden", "hidden width of the feature decoder MLP"),
+    ("dec-layers", "hidden layers of the feature decoder MLP"),
+    ("iters", "Slot Attention iterations"),
+    ("encoder-pos", "add a learned position embedding to the encoder output"),
+    ("use-spectral", "start each slot from a spectral segment of its scene (off: the random init)"),
+    ("spectral-noise", "scale of the noise added to the spectral init"),
+    ("spectral-affinity-power", "exponent p of the spectral affinity max(cos, 0)^p"),
+    ("spectral-pool", "segment p x p blocks of tokens instead of every token (1: off)"),
+    ("guide-weight", "weight of the mask guidance toward the spectral segments (needs use-spectral)"),
+    ("guide-balance", "p in [0, 1]: weigh each guided token by its segment's size^-p"),
+    ("guide-family", "guide the pieces a region was split into as one region"),
+    ("guide-hold-epochs", "epochs the guidance is held at its weight"),
+    ("guide-fade-epochs", "epochs it then fades to 0 over (0: it stops at once)"),
+    ("batch-size", "scenes per step"),
+    ("epochs", "passes over the training set"),
+    ("max-steps", "stop after this many steps (0: the epochs decide)"),
+    ("warmup-epochs", "linear learning-rate warmup, in epochs"),
+    ("learning-rate", "peak learning rate of Adam"),
+    ("decay-half-life", "after warmup the learning rate halves every this many steps (0: constant)"),
+    ("max-grad-norm", "clip the global gradient norm to this"),
+    ("diversity-weight", "weight of the diversity loss (>= 0)"),
+    ("diversity-schedule", "constant, stepped or adaptive"),
+    ("stepped-epochs", "stepped schedule: the two epochs where the weight changes"),
+    ("stepped-weights", "stepped schedule: the three weights"),
+    ("adaptive-target", "adaptive schedule: the slot similarity it aims below"),
+    ("adaptive-bounds", "adaptive schedule: [low, high] weight bounds"),
+    ("adaptive-factor", "adaptive schedule: the factor a weight moves by per log step"),
+    ("device", "auto, cpu, vulkan, metal (mps), dx12 or gl"),
+    ("debug-spectral", "report the spectral init's diagnostics before training; refuse a collapsed init"),
+    ("seed", "seed of the init, the data order, the noise and the split"),
+    ("out", "the run directory"),
+    ("resume", "the run directory to continue"),
+    ("overwrite", "replace the run in out"),
+    ("init", "start from this checkpoint's parameters with a fresh optimizer"),
+    ("log-every", "log the losses every this many steps"),
+    ("checkpoint-every", "commit a checkpoint every this many steps (1: a kill loses at most one step)"),
+    ("status-seconds", "without a terminal, a status line every this many seconds (0: never)"),
+    ("time-limit-minutes", "stop (validated, checkpointed, resumable) after this many minutes (0: no limit)"),
+    ("collapse-overlap", "collapse warning: mask overlap above this"),
+    ("collapse-checks", "collapse warning: for this many log steps in a row"),
+    ("enc-channels", "pixel model: encoder channels"),
+    ("enc-layers", "pixel model: encoder convolutions"),
+    ("enc-kernel", "pixel model: encoder kernel size (odd)"),
+    ("dec-channels", "pixel model: decoder channels"),
+    ("dec-conv-layers", "pixel model: decoder convolutions"),
+    ("dec-kernel", "pixel model: decoder kernel size (odd)"),
+];
+
+/// Keys a resumed run may change: how long and where it runs, not what it trains.
+pub const RESUME_MAY_CHANGE: &[&str] =
+    &["epochs", "max-steps", "time-limit-minutes", "device", "log-every", "checkpoint-every", "status-seconds", "debug-spectral", "resume", "out", "overwrite", "init", "in-memory"];
+
+impl TrainConfig {
+    /// The config as a TOML table.
+    pub fn to_table(&self) -> Result<toml::Table> {
+        match toml::Value::try_from(self)? {
+            toml::Value::Table(t) => Ok(t),
+            _ => unreachable!("a struct serializes to a table"),
+        }
+    }
+
+    /// Set `key` (a config key) to `value` (TOML syntax; a bare word is a string).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        anyhow::ensure!(KEYS.iter().any(|(k, _)| *k == key), "--set {key}: unknown config key (slotforge config --list shows them)");
+        let v: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+            Ok(mut t) => t.remove("v").unwrap(),
+            Err(_) => toml::Value::String(value.to_string()),
+        };
+        let mut t = self.to_table()?;
+        t.insert(key.to_string(), v);
+        *self = t.try_into().map_err(|e| anyhow::anyhow!("--set {key}={value}: {e}"))?;
+        Ok(())
+    }
+
+    /// The first key where `self` and `saved` differ that a resumed run may not change:
+    /// (key, self's value, saved value).
+    pub fn resume_conflict(&self, saved: &TrainConfig) -> Result<Option<(String, String, String)>> {
+        let (a, b) = (self.to_table()?, saved.to_table()?);
+        for (k, _) in KEYS {
+            if RESUME_MAY_CHANGE.contains(k) {
+                continue;
+            }
+            let show = |t: &toml::Table| t.get(*k).map_or("(none)".to_string(), |v| v.to_string());
+            if a.get(*k) != b.get(*k) {
+                return Ok(Some((k.to_string(), show(&a), show(&b))));
+            }
+        }
+        Ok(None)
     }
 }

@@ -10,6 +10,7 @@ use anyhow::Result;
 use image::RgbImage;
 use serde_json::json;
 
+use super::records::EvalRecord;
 use super::monitor::{mask_stats, slot_similarity};
 use super::run::scene_noise;
 use super::spectral_init::SegmentCache;
@@ -147,22 +148,31 @@ fn score(model: &Model, alpha: &[f32], data: &Dataset, masks: &[u8]) -> serde_js
 /// The measures of a prediction: always the unsupervised ones; where the data has masks, the
 /// scores of the decoder's masks and, beside them, of the attention (`attn_*`) and, with
 /// spectral init, of the slot groups the slots start from (`spectral_*`, the teacher).
-pub fn measures(model: &Model, p: &Prediction, data: &Dataset, segments: Option<&SegmentCache>) -> Result<serde_json::Value> {
-    let mut m = json!({
-        "images": data.count,
-        "recon": p.recon, "active_slots": p.active_slots, "mask_overlap": p.mask_overlap,
-        "slot_similarity": p.slot_similarity, "slot_similarity_centered": p.slot_similarity_centered,
-    });
+pub fn measures(model: &Model, p: &Prediction, data: &Dataset, segments: Option<&SegmentCache>) -> Result<EvalRecord> {
+    let mut m = EvalRecord {
+        images: data.count,
+        recon: p.recon,
+        active_slots: p.active_slots,
+        mask_overlap: p.mask_overlap,
+        slot_similarity: p.slot_similarity,
+        slot_similarity_centered: p.slot_similarity_centered,
+        ..Default::default()
+    };
     let Some(masks) = data.all_masks()? else { return Ok(m) };
+    let s = score(model, &p.alpha, data, &masks);
+    let get = |k: &str| s.get(k).and_then(|v| v.as_f64());
+    (m.fg_ari, m.ari, m.mbo, m.token_fg_ari, m.token_ari, m.fg_ari_ceiling) =
+        (get("fg_ari"), get("ari"), get("mbo"), get("token_fg_ari"), get("token_ari"), get("fg_ari_ceiling"));
     let key = if model.is_pixel() { "fg_ari" } else { "token_fg_ari" };
-    for (name, v) in score(model, &p.alpha, data, &masks).as_object().unwrap() {
-        m[name] = v.clone();
-    }
-    m[format!("attn_{key}")] = score(model, &p.attn, data, &masks)[key].clone();
-    if let Some(c) = segments {
+    let attn = score(model, &p.attn, data, &masks)[key].as_f64();
+    let teacher = segments.map(|c| {
         let all: Vec<usize> = (0..data.count).collect();
-        let teacher = c.guide_targets(&all, 0.0, false).masks;
-        m[format!("spectral_{key}")] = score(model, &teacher, data, &masks)[key].clone();
+        score(model, &c.guide_targets(&all, 0.0, false).masks, data, &masks)[key].as_f64()
+    });
+    if model.is_pixel() {
+        (m.attn_fg_ari, m.spectral_fg_ari) = (attn, teacher.flatten());
+    } else {
+        (m.attn_token_fg_ari, m.spectral_token_fg_ari) = (attn, teacher.flatten());
     }
     Ok(m)
 }
@@ -175,7 +185,7 @@ pub fn evaluate(
     segments: Option<&SegmentCache>,
     noise_scale: f32,
     png: Option<&Path>,
-) -> Result<serde_json::Value> {
+) -> Result<EvalRecord> {
     let p = predict(model, data, seed, segments, noise_scale)?;
     if let Some(path) = png {
         draw_masks(&p.alpha, model.num_slots(), data, 4, path)?;
