@@ -315,7 +315,7 @@ fn read_run_config(dir: &Path) -> Result<TrainConfig> {
         let state: serde_json::Value = serde_json::from_str(t.metadata.get("slotforge.trainer").context("optimizer file lacks trainer state")?)?;
         return Ok(serde_json::from_value(state["config"].clone())?);
     }
-    bail!("--resume {}: not a run directory (no {} or optimizer.safetensors)", dir.display(), file.display())
+    bail!("{}: not a run directory (no {} or optimizer.safetensors)", dir.display(), slotforge::train::rundir::CONFIG_FILE)
 }
 
 impl TrainArgs {
@@ -371,7 +371,7 @@ impl TrainArgs {
     /// disagrees with the run is an error naming both values.
     fn resume_config(&self, arg: &Path) -> Result<TrainConfig> {
         let dir = slotforge::train::rundir::resume_dir(arg);
-        let saved = read_run_config(&dir)?;
+        let saved = read_run_config(&dir).with_context(|| format!("--resume {}", arg.display()))?;
         let mut c = match &self.config {
             Some(p) => TrainConfig::from_file(p)?,
             None => saved.clone(),

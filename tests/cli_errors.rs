@@ -73,6 +73,19 @@ fn model_config() -> ModelConfig {
 
 const TINY_TOML: &str = "val-count = 2\nslot-dim = 8\nmlp-hidden = 8\ndec-hidden = 8\nnum-slots = 3\nbatch-size = 2\nepochs = 1\ndevice = \"cpu\"\n";
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
 /// Everything the cases read, in one temporary directory (the commands run inside it, so
 /// messages carry the short relative paths the cases look for).
 fn fixture() -> tempfile::TempDir {
@@ -173,6 +186,30 @@ fn fixture() -> tempfile::TempDir {
 
     // configs
     put(r, "tiny.toml", TINY_TOML.as_bytes());
+
+    // runs to resume, one broken thing each (copies of a real run)
+    let o = run(r, &["train", "--config", "tiny.toml", "--data", "good", "--out", "run_ok"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ck = "checkpoints/step-00000002";
+    for name in ["run_trunc", "run_missing", "run_shape", "run_noopt", "run_mixed", "run_badlast"] {
+        copy_dir(&r.join("run_ok"), &r.join(name));
+    }
+    let model = |run: &str| r.join(run).join(ck).join("model.safetensors");
+    let bytes = std::fs::read(model("run_ok")).unwrap();
+    put(r, &format!("run_trunc/{ck}/model.safetensors"), &bytes[..bytes.len() - 50]);
+    let ok = TensorFile::load(&model("run_ok")).unwrap();
+    let mut c = ok.clone();
+    c.tensors.remove("slot_attention.to_q.weight");
+    c.save(&model("run_missing")).unwrap();
+    let mut c = ok.clone();
+    c.insert("slot_attention.to_q.weight", &[D, 4], vec![0.1; D * 4]);
+    c.save(&model("run_shape")).unwrap();
+    std::fs::remove_file(r.join("run_noopt").join(ck).join("optimizer.safetensors")).unwrap();
+    let opt = r.join("run_mixed").join(ck).join("optimizer.safetensors");
+    let mut o = TensorFile::load(&opt).unwrap();
+    o.metadata.insert("slotforge.step".into(), "3".into());
+    o.save(&opt).unwrap();
+    put(r, "run_badlast/last", b"checkpoints/step-00000009\n");
     for (name, extra) in [
         ("unknown_key", "foo = 1\n"),
         ("wrong_type", "epochs = \"many\"\n"),
@@ -338,10 +375,16 @@ fn train_data_errors() {
         ["train", "--config", "tiny.toml", "--data", "images_count", "--out", "o"] => ["images_count/images.npy has 4 scenes"];
         ["train", "--config", "tiny.toml", "--data", "nowhere", "--out", "o"] => ["nowhere: not a dataset directory"];
         ["train", "--config", "cfg_val_all.toml", "--data", "good", "--out", "o"] => ["good: the dataset has 6 scenes; need more than the 6 held out for validation"];
-        ["train", "--config", "tiny.toml", "--data", "good", "--resume", "ckpt_truncated.safetensors", "--out", "o"] => ["ckpt_truncated.safetensors", "truncated"];
-        ["train", "--config", "tiny.toml", "--data", "good", "--resume", "ckpt_missing.safetensors", "--out", "o"] => ["--resume ckpt_missing.safetensors", "tensor \"slot_attention.to_q.weight\" is missing"];
-        ["train", "--config", "tiny.toml", "--data", "good", "--resume", "ckpt_shape.safetensors", "--out", "o"] => ["--resume ckpt_shape.safetensors", "checkpoint shape [8, 4], model expects [8, 8]"];
-        ["train", "--config", "tiny.toml", "--data", "good", "--resume", "model.safetensors", "--out", "o"] => ["--resume needs optimizer.safetensors next to the checkpoint"];
+        ["train", "--resume", "run_trunc"] => ["run_trunc/checkpoints/step-00000002/model.safetensors", "truncated"];
+        ["train", "--resume", "run_missing"] => ["run_missing/checkpoints/step-00000002/model.safetensors", "tensor \"slot_attention.to_q.weight\" is missing"];
+        ["train", "--resume", "run_shape"] => ["run_shape/checkpoints/step-00000002/model.safetensors", "checkpoint shape [8, 4], model expects [8, 8]"];
+        ["train", "--resume", "run_noopt"] => ["--resume needs run_noopt/checkpoints/step-00000002/optimizer.safetensors beside the model"];
+        ["train", "--resume", "run_mixed"] => ["run_mixed/checkpoints/step-00000002/model.safetensors is from step Some(\"2\") but", "not one checkpoint"];
+        ["train", "--resume", "run_badlast"] => ["run_badlast/last: names", "holds no model.safetensors"];
+        ["train", "--resume", "run_ok", "--batch-size", "4"] => ["--resume run_ok: batch-size = 4 conflicts with the run's batch-size = 2", "a resumed run keeps its settings"];
+        ["train", "--resume", "run_ok", "--out", "elsewhere"] => ["--out elsewhere differs from --resume run_ok"];
+        ["train", "--resume", "nowhere"] => ["--resume nowhere", "not a run directory"];
+        ["train", "--resume", "model.safetensors"] => ["--resume model.safetensors", "not a run directory"];
         ["train", "--config", "tiny.toml", "--data", "good", "--out", "afile/sub"] => ["cannot create output directory afile/sub: afile is a file, not a directory"];
         ["train", "--config", "tiny.toml", "--data", "good", "--out", "afile"] => ["output directory afile: the path exists and is not a directory"];
     ]);
@@ -386,7 +429,7 @@ fn train_config_errors() {
         ["train", "--config", "tiny.toml", "--data", "good", "--log-every", "0", "--out", "o"] => ["log-every must be >= 1"];
         ["train", "--config", "tiny.toml", "--data", "good", "--batch-size", "-2", "--out", "o"] => ["invalid value '-2' for '--batch-size <BATCH_SIZE>'"];
         ["train", "--config", "tiny.toml", "--data", "good", "--epochs", "abc", "--out", "o"] => ["invalid value 'abc' for '--epochs <EPOCHS>'"];
-        ["train", "--config", "tiny.toml", "--data", "good", "--device", "nonsense", "--out", "o"] => ["invalid value 'nonsense' for '--device <DEVICE>'", "possible values: auto, cpu"];
+        ["train", "--config", "tiny.toml", "--data", "good", "--device", "nonsense", "--out", "o"] => ["invalid value 'nonsense' for '--device <DEVICE>'", "unknown device 'nonsense'"];
         ["train", "--config", "tiny.toml", "--data", "good", "--diversity-schedule", "sometimes", "--out", "o"] => ["invalid value 'sometimes' for '--diversity-schedule"];
         ["train", "--config", "tiny.toml", "--data", "good", "--foo", "--out", "o"] => ["unexpected argument '--foo'"];
         ["train", "--config", "tiny.toml", "--synthetic", "nonsense", "--out", "o"] => ["unknown synthetic dataset 'nonsense'"];
@@ -578,29 +621,38 @@ fn bench_errors() {
     ]);
 }
 
-/// A failure after training has started writing: the checkpoint cannot land because a
-/// directory sits where model.safetensors goes. The error names the file; the temporary file
-/// is removed; the directory in the way is untouched; nothing ends in .tmp.
+/// A failure after training has started writing: the first checkpoint's model file cannot be
+/// written (the error a full disk gives, injected). The error names the file; no temporary
+/// file or directory is left; the log holds whole lines only.
 #[test]
 fn train_write_failure_mid_run_leaves_no_partial_file() {
     let t = fixture();
     let r = t.path();
-    std::fs::create_dir_all(r.join("busy/model.safetensors")).unwrap();
-    let o = run(r, &["train", "--config", "tiny.toml", "--data", "good", "--out", "busy"]);
+    let o = Command::new(env!("CARGO_BIN_EXE_slotforge"))
+        .args(["train", "--config", "tiny.toml", "--data", "good", "--out", "busy"])
+        .current_dir(r)
+        .env("SLOTFORGE_FAULT", "commit.model:1:fail")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     println!("{stderr}");
     assert_eq!(o.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("busy/model.safetensors"), "{stderr}");
+    assert!(stderr.contains("busy/checkpoints/.step-00000001.tmp/model.safetensors: write failed") && stderr.contains("No space left"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(r.join("busy/model.safetensors").is_dir());
-    for e in std::fs::read_dir(r.join("busy")).unwrap() {
-        let name = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!name.ends_with(".tmp"), "temporary file left behind: {name}");
-        // whatever did land is whole: the optimizer state loads
-        if name.ends_with(".safetensors") && name != "model.safetensors" {
-            TensorFile::load(&r.join("busy").join(&name)).unwrap();
+    let mut all = Vec::new();
+    fn walk(d: &Path, all: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            all.push(p.display().to_string());
+            if p.is_dir() {
+                walk(&p, all);
+            }
         }
     }
+    walk(&r.join("busy"), &mut all);
+    assert!(all.iter().all(|p| !p.ends_with(".tmp")), "temporary left behind: {all:?}");
+    let log = std::fs::read_to_string(r.join("busy/metrics.jsonl")).unwrap();
+    assert!(log.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()) && log.ends_with('\n'), "{log}");
 }
 
 /// The new input paths: shards, image folders, manifests, the segmentation cache. Each bad
@@ -709,6 +761,7 @@ fn spectral_cache_is_reused_and_rebuilt_when_stale_or_corrupt() {
         assert!(o.status.success(), "{stderr}");
         stderr
     };
+    let _ = std::fs::remove_dir_all(r.join("good/.slotforge-cache"));
     let first = train("c1");
     assert!(first.contains("segmented in"), "{first}");
     let cache: Vec<_> = std::fs::read_dir(r.join("good/.slotforge-cache")).unwrap().map(|e| e.unwrap().path()).collect();

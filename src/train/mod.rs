@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod eval;
+pub mod fault;
 pub mod monitor;
 pub mod presets;
 pub mod memory;

@@ -347,6 +347,7 @@ impl Trainer {
             while let Some(batch) = loader.next_batch() {
                 let batch = batch?;
                 self.step(epoch, &batch)?;
+                super::fault::point("step").context("after a step")?;
                 first_step.get_or_insert_with(|| crate::train::memory::process_seconds());
                 let step = self.state.step;
                 let stop = self.stop_reason();

@@ -57,7 +57,8 @@ const RUN_FILES: &[&str] = &[
 pub struct RunDir {
     pub dir: PathBuf,
     _lock: File,
-    log: File,
+    /// opened when the run is created, or once a resumed run's log is cut back
+    log: Option<File>,
 }
 
 /// A committed checkpoint: its directory and step.
@@ -73,17 +74,10 @@ fn is_run_dir(dir: &Path) -> bool {
 
 fn lock(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
-    let mut f = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let f = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).with_context(|| format!("{}: cannot open", path.display()))?;
     if f.try_lock().is_err() {
-        let who = std::fs::read_to_string(&path).unwrap_or_default();
-        bail!(
-            "run directory {} is in use by another slotforge process{}: two runs cannot write one directory",
-            dir.display(),
-            if who.trim().is_empty() { String::new() } else { format!(" (pid {})", who.trim()) }
-        );
+        bail!("run directory {} is in use by another slotforge process: two runs cannot write one directory", dir.display());
     }
-    f.set_len(0)?;
-    write!(f, "{}", std::process::id())?;
     Ok(f)
 }
 
@@ -124,16 +118,16 @@ impl RunDir {
         }
         write_atomic(&dir.join(CONFIG_FILE), config_toml.as_bytes())?;
         let log = open_log(&dir.join(LOG_FILE), true)?;
-        Ok(RunDir { dir: dir.to_path_buf(), _lock: lock, log })
+        Ok(RunDir { dir: dir.to_path_buf(), _lock: lock, log: Some(log) })
     }
 
     /// The run in `dir`, to resume: locked, leftovers of an interrupted checkpoint removed.
     pub fn open(dir: &Path) -> Result<RunDir> {
         if !dir.is_dir() {
-            bail!("--resume {}: not a run directory (it does not exist)", dir.display());
+            bail!("--resume {}: not a run directory (it does not exist or is not a directory)", dir.display());
         }
         let lock = lock(dir)?;
-        let run = RunDir { dir: dir.to_path_buf(), log: open_log(&dir.join(LOG_FILE), false)?, _lock: lock };
+        let run = RunDir { dir: dir.to_path_buf(), log: None, _lock: lock };
         run.clean()?;
         Ok(run)
     }
@@ -193,9 +187,11 @@ impl RunDir {
         let mut line = serde_json::to_string(rec)?;
         line.push('\n');
         let path = self.dir.join(LOG_FILE);
-        let before = self.log.metadata().map(|m| m.len()).with_context(|| format!("{}: cannot stat", path.display()))?;
-        if let Err(e) = self.log.write_all(line.as_bytes()) {
-            let _ = self.log.set_len(before);
+        let log = self.log.as_mut().expect("the log is open");
+        let before = log.metadata().map(|m| m.len()).with_context(|| format!("{}: cannot stat", path.display()))?;
+        let written = super::fault::point("log.append").and_then(|_| log.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            let _ = log.set_len(before);
             return Err(e).with_context(|| format!("{}: cannot write the log (disk full?); the run is stopped, its last checkpoint kept", path.display()));
         }
         Ok(())
@@ -219,12 +215,15 @@ impl RunDir {
             }
         }
         write_atomic(&path, out.as_bytes())?;
-        self.log = open_log(&path, false)?;
+        self.log = Some(open_log(&path, false)?);
         Ok(kept)
     }
 
     pub fn sync_log(&self) -> Result<()> {
-        self.log.sync_data().with_context(|| format!("{}: sync failed", self.dir.join(LOG_FILE).display()))
+        match &self.log {
+            Some(log) => log.sync_data().with_context(|| format!("{}: sync failed", self.dir.join(LOG_FILE).display())),
+            None => Ok(()),
+        }
     }
 
     /// Commit a checkpoint at `step`: both files carry the step; the pair lands as one
@@ -242,9 +241,14 @@ impl RunDir {
         for t in [&mut model, &mut optimizer] {
             t.metadata.insert(STEP_KEY.into(), step.to_string());
         }
+        let fault = |p: &str, file: &Path| super::fault::point(p).with_context(|| format!("{}: write failed", file.display()));
         let res = (|| -> Result<()> {
-            model.save_with(&tmp.join("model.safetensors"), durable)?;
-            optimizer.save_with(&tmp.join("optimizer.safetensors"), durable)?;
+            let (m, o) = (tmp.join("model.safetensors"), tmp.join("optimizer.safetensors"));
+            fault("commit.model", &m)?;
+            model.save_with(&m, durable)?;
+            fault("commit.optimizer", &o)?;
+            optimizer.save_with(&o, durable)?;
+            fault("commit.rename", &dir)?;
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)?;
             }
@@ -260,12 +264,15 @@ impl RunDir {
         res?;
         let rel = format!("{CHECKPOINTS}/{name}\n");
         let previous_best = self.best()?;
+        fault("commit.last", &self.dir.join("last"))?;
         write_atomic(&self.dir.join("last"), rel.as_bytes())?;
+        fault("commit.links", &self.dir.join("model.safetensors"))?;
         link(&dir.join("model.safetensors"), &self.dir.join("model.safetensors"))?;
         if best {
             write_atomic(&self.dir.join("best"), rel.as_bytes())?;
             link(&dir.join("model.safetensors"), &self.dir.join("best.safetensors"))?;
         }
+        fault("commit.clean", &ck)?;
         // only the last and the best stay
         let keep = [Some(dir.clone()), if best { None } else { previous_best.map(|b| b.dir) }];
         for e in std::fs::read_dir(&ck)? {
@@ -301,7 +308,10 @@ fn link(from: &Path, to: &Path) -> Result<()> {
 /// directories) a checkpoint file inside one.
 pub fn resume_dir(arg: &Path) -> PathBuf {
     if arg.is_file() {
-        let parent = arg.parent().unwrap_or(Path::new("."));
+        let parent = match arg.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
         // RUN/checkpoints/step-N/model.safetensors -> RUN
         if parent.parent().and_then(|p| p.file_name()).is_some_and(|n| n == CHECKPOINTS) {
             return parent.parent().unwrap().parent().unwrap_or(Path::new(".")).to_path_buf();

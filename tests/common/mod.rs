@@ -206,10 +206,15 @@ pub fn recon_curve(out: &std::path::Path) -> Vec<f64> {
         .collect()
 }
 
-/// A finished run's directory holds the checkpoint, the optimizer state and the PNGs.
+/// A finished run's directory holds its config, the last and best models, the checkpoint the
+/// `last` pointer names (model and optimizer state), the PNGs and the report.
 pub fn assert_run_outputs(out: &std::path::Path) {
-    for f in ["model.safetensors", "optimizer.safetensors", "loss.png", "fg_ari.png", "masks.png"] {
+    for f in ["config.toml", "model.safetensors", "best.safetensors", "loss.png", "scores.png", "masks.png", "report.html"] {
         assert!(out.join(f).exists(), "{f} missing");
+    }
+    let last = std::fs::read_to_string(out.join("last")).unwrap();
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        assert!(out.join(last.trim()).join(f).is_file(), "{f} missing from the last checkpoint {last}");
     }
 }
 
