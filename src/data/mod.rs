@@ -18,7 +18,7 @@ pub mod synthetic;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -435,7 +435,11 @@ impl Dataset {
     /// for small sets read many times).
     pub fn to_memory(&self) -> Result<Dataset> {
         let all: Vec<usize> = (0..self.count).collect();
-        let features = if self.kind_is_features() { self.features_batch(&all)? } else { Vec::new() };
+        let mut features = Vec::new();
+        if self.kind_is_features() {
+            features = synthetic::zeroed::<f32>(self.count * self.scene_len()).context("in-memory copy of the features")?;
+            self.features_into(&all, &mut features)?;
+        }
         Dataset::from_memory(
             self.kind,
             self.grid,

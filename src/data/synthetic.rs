@@ -103,6 +103,17 @@ pub fn write_range(name: &str, range: Range<usize>, seed: u64, feat_dim: usize, 
     Ok(())
 }
 
+/// A zeroed buffer, or an error naming its size when the memory cannot be had (instead of the
+/// abort a failed allocation is).
+pub fn zeroed<T: Clone + Default>(len: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        anyhow::anyhow!("cannot allocate {:.2} GiB for the generated scenes", (len * std::mem::size_of::<T>()) as f64 / (1u64 << 30) as f64)
+    })?;
+    v.resize(len, T::default());
+    Ok(v)
+}
+
 fn scene_rng(seed: u64, tag: u64, scene: usize) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ tag.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     rng.set_stream(scene as u64);
@@ -496,9 +507,9 @@ fn clevr_features_range(range: Range<usize>, seed: u64, feat_dim: usize, max_obj
     let n_tok = CLEVR_GRID * CLEVR_GRID;
     let pix = CLEVR_HW * CLEVR_HW;
     // write scenes straight into the output arrays (features can be ~1 GB)
-    let mut features = vec![0f32; count * n_tok * feat_dim];
-    let mut masks = vec![0u8; count * pix];
-    let mut images = vec![0u8; count * pix * 3];
+    let mut features = zeroed::<f32>(count * n_tok * feat_dim)?;
+    let mut masks = zeroed::<u8>(count * pix)?;
+    let mut images = zeroed::<u8>(count * pix * 3)?;
     features
         .par_chunks_mut(n_tok * feat_dim)
         .zip(masks.par_chunks_mut(pix))

@@ -42,3 +42,12 @@ pub fn point(name: &str) -> std::io::Result<()> {
     }
     Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device (injected by SLOTFORGE_FAULT)"))
 }
+
+/// Test hook: `SLOTFORGE_STEP_DELAY_MS=N` sleeps N ms after each step, so that a test can
+/// signal a run in the middle.
+pub fn step_delay() {
+    static D: OnceLock<Option<u64>> = OnceLock::new();
+    if let Some(ms) = D.get_or_init(|| std::env::var("SLOTFORGE_STEP_DELAY_MS").ok()?.parse().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(*ms));
+    }
+}

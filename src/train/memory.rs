@@ -53,15 +53,20 @@ pub fn model_bytes(mcfg: &AnyConfig, b: usize) -> u64 {
     4 * (vals + saved + 2 * params + seed)
 }
 
-/// Bytes the data of a run holds: what is in memory, the loader's read-ahead, the
-/// segmentation records and the validation's predictions.
-fn data_bytes(cfg: &TrainConfig, mcfg: &AnyConfig, train: &Dataset, val: &Dataset) -> u64 {
-    let in_memory = |d: &Dataset| if d.in_memory() { d.feature_bytes() + d.count as u64 * ((d.image_hw.0 * d.image_hw.1 * 3 + d.mask_hw.0 * d.mask_hw.1) as u64) } else { 0 };
-    let per_scene = (train.scene_len().max(train.tokens() * 3) * 4) as u64;
+/// Bytes `scenes` scenes like `d`'s take as float32 features, images and masks in memory.
+pub fn scene_bytes(d: &Dataset, scenes: usize) -> u64 {
+    scenes as u64 * ((d.scene_len() * 4 + d.image_hw.0 * d.image_hw.1 * 3 + d.mask_hw.0 * d.mask_hw.1) as u64)
+}
+
+/// Bytes the data of a run needs beside what it already holds (`extra`: what is about to be
+/// generated or read into memory): the loader's read-ahead, the segmentation records and the
+/// validation's predictions.
+fn data_bytes(cfg: &TrainConfig, mcfg: &AnyConfig, like: &Dataset, scenes: usize, val_scenes: usize) -> u64 {
+    let per_scene = (like.scene_len().max(like.tokens() * 3) * 4) as u64;
     let read_ahead = 4 * cfg.batch_size as u64 * per_scene;
-    let segments = if cfg.use_spectral { (train.count + val.count) as u64 * (2 * train.tokens() as u64 + 128) } else { 0 };
-    let predictions = 2 * val.count as u64 * (mcfg.num_slots() * train.tokens()) as u64 * 4;
-    in_memory(train).max(in_memory(val)) + read_ahead + segments + predictions
+    let segments = if cfg.use_spectral { scenes as u64 * (2 * like.tokens() as u64 + 128) } else { 0 };
+    let predictions = 2 * val_scenes as u64 * (mcfg.num_slots() * like.tokens()) as u64 * 4;
+    read_ahead + segments + predictions
 }
 
 /// The memory new allocations can use, and what limits it.
@@ -93,17 +98,20 @@ pub fn gib(b: u64) -> String {
     format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
 }
 
-/// Refuse a run whose estimate exceeds what the process can allocate.
-pub fn check(cfg: &TrainConfig, mcfg: &AnyConfig, train: &Dataset, val: &Dataset) -> Result<()> {
+/// Refuse a run whose estimate exceeds what the process can allocate. `like` is a dataset of
+/// the run's shapes, `scenes` and `val_scenes` the run's counts, `extra` bytes about to be
+/// allocated for data (scenes to generate, `in-memory` copies); what the process holds
+/// already is counted by the limit itself.
+pub fn check(cfg: &TrainConfig, mcfg: &AnyConfig, like: &Dataset, scenes: usize, val_scenes: usize, extra: u64) -> Result<()> {
     let model = model_bytes(mcfg, cfg.batch_size);
-    let data = data_bytes(cfg, mcfg, train, val);
+    let data = data_bytes(cfg, mcfg, like, scenes, val_scenes) + extra;
     // the CPU kernels' scratch, the allocator's slack, the libraries: a quarter more
     let need = (model + data) + (model + data) / 4;
     if let Some((avail, what)) = available() {
         if need > avail {
             bail!(
                 "this run needs about {} (model and optimizer at batch {}: {}, data: {}) but only {} can be allocated, \
-                 limited by {what}: lower --batch-size or num-slots, or free memory",
+                 limited by {what}: lower --batch-size, num-slots or the data held in memory, or free memory",
                 gib(need),
                 cfg.batch_size,
                 gib(model),

@@ -145,9 +145,6 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
         train.location(),
         train.describe()
     );
-    if cfg.in_memory {
-        return Ok((train.to_memory()?, val.to_memory()?));
-    }
     Ok((train, val))
 }
 
@@ -196,7 +193,13 @@ impl Trainer {
         if !resuming {
             RunDir::check_new(&cfg.out, cfg.overwrite)?;
         }
-        // 2. data
+        // 2. data; generated scenes are estimated first (generating them is the allocation)
+        if cfg.data.is_none() {
+            let sample = crate::data::synthetic::generate_range(&cfg.synthetic, 0..1, cfg.seed, cfg.feat_dim)?;
+            let val = if cfg.val_count > 0 { cfg.val_count } else { 100 };
+            let n = cfg.train_count + val;
+            super::memory::check(&cfg, &model_config(&cfg, &sample)?, &sample, n, val, super::memory::scene_bytes(&sample, n))?;
+        }
         let (train, val) = load_data(&cfg)?;
         let mcfg = model_config(&cfg, &train)?;
         let b = cfg.batch_size;
@@ -210,8 +213,10 @@ impl Trainer {
             mcfg.num_slots(),
             mcfg.slot_dim()
         );
-        // 3. memory
-        super::memory::check(&cfg, &mcfg, &train, &val)?;
+        // 3. memory: the model, the data's read-ahead and records, and in-memory copies
+        let copies = if cfg.in_memory { super::memory::scene_bytes(&train, train.count) + super::memory::scene_bytes(&val, val.count) } else { 0 };
+        super::memory::check(&cfg, &mcfg, &train, train.count + val.count, val.count, copies)?;
+        let (train, val) = if cfg.in_memory { (train.to_memory()?, val.to_memory()?) } else { (train, val) };
         // 4. the model, and where it starts
         let mut model = Model::new(&mcfg, b, device.clone())?;
         let params: Vec<_> = model.params().iter().map(|(_, v)| *v).collect();
@@ -348,6 +353,7 @@ impl Trainer {
                 let batch = batch?;
                 self.step(epoch, &batch)?;
                 super::fault::point("step").context("after a step")?;
+                super::fault::step_delay();
                 first_step.get_or_insert_with(|| crate::train::memory::process_seconds());
                 let step = self.state.step;
                 let stop = self.stop_reason();
