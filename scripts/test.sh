@@ -22,6 +22,18 @@ if [ "$(uname -s)" = Linux ] && ! has_vulkan; then
     has_vulkan || { echo "test.sh: lavapipe install failed" >&2; exit 1; }
 fi
 
+# tests/report.rs opens report.html in headless Chromium (Debian's package)
+if [ "$(uname -s)" = Linux ] && ! command -v chromium >/dev/null; then
+    echo "test.sh: installing Debian's chromium for the report test"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null 2>&1 || {
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    }
+    command -v chromium >/dev/null || { echo "test.sh: chromium install failed" >&2; exit 1; }
+fi
+
 # lavapipe prints this warning on every device creation; point it somewhere valid.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 # --nocapture: each op test prints its largest GPU-vs-CPU and finite-difference errors

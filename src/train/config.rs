@@ -487,10 +487,8 @@ pub const RESUME_MAY_CHANGE: &[&str] =
 impl TrainConfig {
     /// The config as a TOML table.
     pub fn to_table(&self) -> Result<toml::Table> {
-        match toml::Value::try_from(self)? {
-            toml::Value::Table(t) => Ok(t),
-            _ => unreachable!("a struct serializes to a table"),
-        }
+        // through the text: f32 values then read as written (0.002, not 0.0020000000949949026)
+        Ok(toml::from_str(&self.to_toml()?)?)
     }
 
     /// Set `key` (a config key) to `value` (TOML syntax; a bare word is a string).

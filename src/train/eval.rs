@@ -214,13 +214,13 @@ pub fn draw_masks(alpha: &[f32], k: usize, data: &Dataset, scenes: usize, path: 
         }
         if let Some(m) = data.mask(s)? {
             let gt: Vec<u32> = m.iter().map(|&v| v as u32).collect();
-            row.push(("ground truth".into(), crate::viz::labels_image(&gt, hw, zoom)));
+            row.push(("truth".into(), crate::viz::labels_image(&gt, hw, zoom)));
         }
         let pred: Vec<u32> = metrics::upsample_argmax(a, k, (gh, gw), hw).iter().map(|v| v + 1).collect();
-        row.push((if data.kind_is_features() { "prediction (upsampled)" } else { "prediction" }.into(), crate::viz::labels_image(&pred, hw, zoom)));
+        row.push(("masks".into(), crate::viz::labels_image(&pred, hw, zoom)));
         if data.kind_is_features() {
             let tokens: Vec<u32> = metrics::argmax_maps(a, k).iter().map(|v| v + 1).collect();
-            row.push(("prediction (tokens)".into(), crate::viz::labels_image(&tokens, (gh, gw), (hw.0 as u32 * zoom / gh as u32).max(1))));
+            row.push(("token masks".into(), crate::viz::labels_image(&tokens, (gh, gw), (hw.0 as u32 * zoom / gh as u32).max(1))));
         }
         rows.push(crate::viz::titled_row(&row));
     }

@@ -114,12 +114,6 @@ fn html(cfg: &TrainConfig, history: &[Record], best: Option<&Best>, out: &Path) 
     if let Some(b) = best {
         write!(h, "<tr><td>best checkpoint</td><td colspan=2>step {} by {} = {:.4} (best.safetensors)</td></tr>", b.step, esc(&b.metric), b.value)?;
     }
-    h.push_str("</table></div><div><h2>Config</h2><table>");
-    if let toml::Value::Table(t) = toml::Value::try_from(cfg)? {
-        for (k, v) in t {
-            write!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(&k), esc(&v.to_string()))?;
-        }
-    }
     h.push_str("</table></div></div><h2>Curves</h2>");
     h.push_str(&img_tag(&out.join("loss.png"), "training losses against the step (log scale)"));
     h.push_str(&img_tag(&out.join("scores.png"), "validation measures per epoch"));
@@ -130,6 +124,16 @@ fn html(cfg: &TrainConfig, history: &[Record], best: Option<&Best>, out: &Path) 
         h.push_str(&img_tag(&out.join("spectral_segments.png"), "scene, ground truth, spectral segments over the scene, segments and slot groups on the token grid"));
         h.push_str(&img_tag(&out.join("spectral_slots_pca.png"), "the initial slots, first two principal components"));
     }
-    h.push_str("<script>document.body.dataset.ready = '1';</script></body></html>\n");
+    h.push_str("<h2>Config</h2><details><summary>every setting of the run (config.toml)</summary><table>");
+    for (k, v) in cfg.to_table()? {
+        write!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(&k), esc(&v.to_string()))?;
+    }
+    h.push_str("</table></details>");
+    // for the report's test: the script ran, and how many pictures decoded
+    h.push_str(
+        "<script>window.addEventListener('load', () => { document.body.dataset.ready = '1'; \
+         document.body.dataset.images = [...document.images].filter(i => i.complete && i.naturalWidth > 0).length; });</script>",
+    );
+    h.push_str("</body></html>\n");
     Ok(h)
 }
