@@ -56,7 +56,7 @@ fn train(config: Option<&Path>, data: &Path, steps: usize, batch: usize, extra: 
         cmd.arg("--config").arg(c);
     }
     cmd.arg("--data").arg(data).arg("--out").arg(out).arg("--overwrite").args(["--device", "cpu", "--log-every", "1", "--time-limit-minutes", "0"]);
-    cmd.args(["--max-steps", &steps.to_string(), "--batch-size", &batch.to_string()]);
+    cmd.args(["--steps", &steps.to_string(), "--batch-size", &batch.to_string()]);
     // checkpoints at the end only: the benchmark times reading and stepping
     cmd.args(["--set", &format!("checkpoint-every={}", steps + 1)]);
     cmd.args(extra);

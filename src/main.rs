@@ -249,9 +249,9 @@ struct TrainArgs {
     /// Passes over the training set
     #[arg(long)]
     epochs: Option<usize>,
-    /// Stop after this many steps (0: the epochs decide)
+    /// The run's length in steps (0: epochs x steps per epoch)
     #[arg(long)]
-    max_steps: Option<usize>,
+    steps: Option<usize>,
     /// Learning-rate warmup in epochs
     #[arg(long)]
     warmup_epochs: Option<f32>,
@@ -324,7 +324,7 @@ impl TrainArgs {
         macro_rules! over {
             ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v; } )* };
         }
-        over!(synthetic, batch_size, subset_percent, num_slots, epochs, max_steps, warmup_epochs, learning_rate, diversity_weight,
+        over!(synthetic, batch_size, subset_percent, num_slots, epochs, steps, warmup_epochs, learning_rate, diversity_weight,
               diversity_schedule, guide_weight, device, seed, out, log_every, time_limit_minutes, val_count);
         for (flag, field) in [(&self.data, &mut c.data), (&self.val_data, &mut c.val_data), (&self.init, &mut c.init)] {
             if flag.is_some() {

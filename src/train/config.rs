@@ -97,8 +97,15 @@ pub struct TrainConfig {
     pub resume: Option<PathBuf>,
     /// Replace the run in `out` (a non-empty `out` is otherwise refused unless resumed).
     pub overwrite: bool,
-    /// Stop after this many steps (0: the epochs decide).
-    pub max_steps: usize,
+    /// The run's length in steps (0: `epochs` passes over the training set). A budget in steps
+    /// gives a small dataset as much training as a large one.
+    pub steps: usize,
+    /// Learning-rate warmup in steps (0: `warmup-epochs` decides).
+    pub warmup_steps: usize,
+    /// Guidance held for this many steps, then faded over `guide-fade-steps` (0: the
+    /// `guide-*-epochs` keys decide).
+    pub guide_hold_steps: usize,
+    pub guide_fade_steps: usize,
     /// Commit a checkpoint every this many steps (1: a kill loses at most the step in progress).
     pub checkpoint_every: usize,
     /// Without a terminal, print a status line every this many seconds (0: never).
@@ -172,7 +179,10 @@ impl Default for TrainConfig {
             out: PathBuf::from("runs/latest"),
             resume: None,
             overwrite: false,
-            max_steps: 0,
+            steps: 0,
+            warmup_steps: 0,
+            guide_hold_steps: 0,
+            guide_fade_steps: 0,
             checkpoint_every: 1,
             status_seconds: 15.0,
             in_memory: false,
@@ -341,9 +351,18 @@ impl TrainConfig {
     }
 }
 
+/// The run's length in steps.
+pub fn total_steps(cfg: &TrainConfig, steps_per_epoch: usize) -> usize {
+    if cfg.steps > 0 {
+        cfg.steps
+    } else {
+        steps_per_epoch * cfg.epochs
+    }
+}
+
 /// Learning rate at `step` (0-based): linear warmup, then exponential decay.
 pub fn learning_rate(cfg: &TrainConfig, step: usize, steps_per_epoch: usize) -> f32 {
-    let warmup = (cfg.warmup_epochs * steps_per_epoch as f32).round() as usize;
+    let warmup = if cfg.warmup_steps > 0 { cfg.warmup_steps } else { (cfg.warmup_epochs * steps_per_epoch as f32).round() as usize };
     if step < warmup {
         return cfg.learning_rate * (step + 1) as f32 / warmup as f32;
     }
@@ -357,19 +376,25 @@ pub fn learning_rate(cfg: &TrainConfig, step: usize, steps_per_epoch: usize) -> 
 /// The half-life is in steps, so one that suits a 500-step run starves a 1500-step one
 /// (half-life 100 ends the clevr10 recipe at 1e-4 of its peak): the trainer warns below 1%.
 pub fn final_lr_fraction(cfg: &TrainConfig, steps_per_epoch: usize) -> f32 {
-    let last = (steps_per_epoch * cfg.epochs).max(1) - 1;
+    let last = total_steps(cfg, steps_per_epoch).max(1) - 1;
     learning_rate(cfg, last, steps_per_epoch) / cfg.learning_rate
 }
 
-/// Weight of the spectral mask guidance at (fractional) `epoch`: held, then faded to 0.
-pub fn guide_weight(cfg: &TrainConfig, epoch: f32) -> f32 {
-    if epoch < cfg.guide_hold_epochs {
+/// Weight of the spectral mask guidance at `step`: held, then faded linearly to 0.
+pub fn guide_weight(cfg: &TrainConfig, step: usize, steps_per_epoch: usize) -> f32 {
+    let (hold, fade) = if cfg.guide_hold_steps > 0 {
+        (cfg.guide_hold_steps as f32, cfg.guide_fade_steps as f32)
+    } else {
+        (cfg.guide_hold_epochs * steps_per_epoch as f32, cfg.guide_fade_epochs * steps_per_epoch as f32)
+    };
+    let t = step as f32;
+    if t < hold {
         return cfg.guide_weight;
     }
-    if cfg.guide_fade_epochs <= 0.0 {
+    if fade <= 0.0 {
         return 0.0;
     }
-    cfg.guide_weight * (1.0 - (epoch - cfg.guide_hold_epochs) / cfg.guide_fade_epochs).max(0.0)
+    cfg.guide_weight * (1.0 - (t - hold) / fade).max(0.0)
 }
 
 /// The diversity weight schedule. `adaptive` keeps state: it moves the weight by a factor
@@ -447,7 +472,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("guide-fade-epochs", "epochs it then fades to 0 over (0: it stops at once)"),
     ("batch-size", "scenes per step"),
     ("epochs", "passes over the training set"),
-    ("max-steps", "stop after this many steps (0: the epochs decide)"),
+    ("steps", "the run's length in steps (0: epochs x steps per epoch); a budget that does not shrink with the data"),
+    ("warmup-steps", "learning-rate warmup in steps (0: warmup-epochs decides)"),
+    ("guide-hold-steps", "guidance held for this many steps (0: guide-hold-epochs decides)"),
+    ("guide-fade-steps", "then faded to 0 over this many steps"),
     ("warmup-epochs", "linear learning-rate warmup, in epochs"),
     ("learning-rate", "peak learning rate of Adam"),
     ("decay-half-life", "after warmup the learning rate halves every this many steps (0: constant)"),
@@ -482,7 +510,7 @@ pub const KEYS: &[(&str, &str)] = &[
 
 /// Keys a resumed run may change: how long and where it runs, not what it trains.
 pub const RESUME_MAY_CHANGE: &[&str] =
-    &["epochs", "max-steps", "time-limit-minutes", "device", "log-every", "checkpoint-every", "status-seconds", "debug-spectral", "resume", "out", "overwrite", "init", "in-memory"];
+    &["epochs", "steps", "time-limit-minutes", "device", "log-every", "checkpoint-every", "status-seconds", "debug-spectral", "resume", "out", "overwrite", "init", "in-memory"];
 
 impl TrainConfig {
     /// The config as a TOML table.

@@ -276,10 +276,7 @@ impl Trainer {
             (None, None)
         };
         let steps_per_epoch = train.count / b;
-        let total_steps = match cfg.max_steps {
-            0 => steps_per_epoch * cfg.epochs,
-            m => m.min(steps_per_epoch * cfg.epochs),
-        };
+        let total_steps = super::config::total_steps(&cfg, steps_per_epoch);
         let end_lr = final_lr_fraction(&cfg, steps_per_epoch);
         if end_lr < 0.01 {
             eprintln!(
@@ -363,10 +360,11 @@ impl Trainer {
                     // a signal stops at once; the other stops and epoch ends validate first
                     let urgent = stop.as_deref().is_some_and(|r| r.starts_with("SIG"));
                     let eval = if urgent { None } else { Some(self.validate(epoch + 1)?) };
-                    let rec = match (&stop, epoch_done && stop.is_none()) {
-                        (None, true) => Record::Epoch(eval.clone().unwrap()),
-                        (reason, _) => Record::Stop(StopRecord {
-                            reason: reason.clone().unwrap_or_else(|| "max steps".into()),
+                    let rec = match &stop {
+                        // an epoch's end, or the end of a run whose budget is in steps
+                        None => Record::Epoch(eval.clone().expect("validated")),
+                        Some(reason) => Record::Stop(StopRecord {
+                            reason: reason.clone(),
                             evaluated: eval.is_some(),
                             eval: eval.clone().unwrap_or(EvalRecord { epoch: epoch + 1, step, seconds: self.seconds(), ..Default::default() }),
                         }),
@@ -380,7 +378,6 @@ impl Trainer {
                         break 'epochs;
                     }
                     if step == self.total_steps {
-                        ended = if self.cfg.max_steps > 0 && step < spe * self.cfg.epochs { "max steps".into() } else { "done".into() };
                         break 'epochs;
                     }
                 } else if step % self.cfg.checkpoint_every == 0 {
@@ -449,7 +446,7 @@ impl Trainer {
         let chunk = &batch.scenes[..];
         let segs = self.segments.as_ref().map(|c| c.gather(chunk));
         self.model.feed_inputs(&batch.inputs, &noise, segs.as_deref(), w_div);
-        let w_guide = guide_weight(cfg, step as f32 / spe as f32);
+        let w_guide = guide_weight(cfg, step, spe);
         // the targets also with the weight at 0: the logged guide is then still the distance
         // to the spectral groups
         if let Some(c) = &self.segments {
