@@ -9,7 +9,7 @@ use slotforge::data::npy;
 use slotforge::train::commands;
 
 fn reference(name: &str) -> TensorFile {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/reference").join(name);
     TensorFile::load(&p).unwrap()
 }
 

@@ -1,5 +1,5 @@
 //! The whole feature model against PyTorch float64 reference values
-//! (`../shared/testdata/feature_model_{a,b}.safetensors`): outputs, losses and the
+//! (`tests/data/reference/feature_model_{a,b}.safetensors`): outputs, losses and the
 //! gradient of the total loss for every parameter and for the input, on both backends.
 //!
 //! Tolerance: float32 against float64 through ~40 ops and 3 attention iterations.
@@ -18,7 +18,7 @@ use slotforge::checkpoint::TensorFile;
 use slotforge::model::{FeatureModel, ModelConfig};
 
 fn testdata(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/reference").join(name);
     assert!(p.exists(), "reference file {} missing", p.display());
     p
 }
