@@ -33,10 +33,10 @@ fn kernels(c: &mut Criterion) {
     for &(site, op, backward) in SELECTED {
         let case = all.iter().find(|c| c.site == site && c.op == op).unwrap_or_else(|| panic!("no bench case {op} at {site}"));
         let mut prep = Prepared::new(case, &Device::Cpu, GemmKernel::Auto).expect("prepare case");
-        let node = &prep.ex.graph.nodes[0];
+        let node = &prep.ex.graph().nodes[0];
         let flops = node.op.flops();
-        let main_len = prep.ex.graph.len(node.inputs[0]) as u64;
-        let grads = node.inputs.iter().take(2).filter(|v| prep.ex.graph.vars[v.0].needs_grad).count() as u64;
+        let main_len = prep.ex.graph().len(node.inputs[0]) as u64;
+        let grads = node.inputs.iter().take(2).filter(|v| prep.ex.graph().vars[v.0].needs_grad).count() as u64;
 
         let mut group = c.benchmark_group(format!("{op} {site} {}", case.shape));
         group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch baseline of slotforge's step benchmark: the same feature model (DESIGN.md),
+"""PyTorch baseline of slotforge's step benchmark: the same feature model (docs/architecture.md),
 the same reference scale (N=256, F=768, D=128, K=11, T=3, slot MLP 512, decoder 3 x 512,
 batch 16), one full training step (forward, backward, Adam) on the CPU with as many
 threads as cores. Prints one JSON line like `slotforge bench step`.

@@ -81,7 +81,7 @@ pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool, r
             let feats = crate::train::run::randn(&mut rng, batch * cfg.n_tokens * cfg.feat_dim, 1.0);
             let noise = crate::train::run::randn(&mut rng, batch * cfg.num_slots * cfg.slot_dim, 1.0);
             if let Some(m) = model.as_feature_mut() {
-                m.set_inputs(&feats, &noise, None, 1e-4);
+                m.set_inputs(&feats, &noise, None, 1e-4)?;
             }
             model
         }
@@ -93,21 +93,21 @@ pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool, r
             let mut rng = crate::train::run::step_rng(0, 9, 0);
             let noise = crate::train::run::randn(&mut rng, batch * cfg.num_slots() * cfg.slot_dim(), 1.0);
             let scenes: Vec<usize> = (0..batch).collect();
-            model.feed(data, &scenes, &noise, None, 1e-4);
+            model.feed(data, &scenes, &noise, None, 1e-4)?;
             model
         }
     };
     let params: Vec<_> = model.params().iter().map(|(_, v)| *v).collect();
-    let adam = Adam::new(model.ex_mut(), &params, AdamConfig::default());
+    let adam = Adam::new(model.ex_mut(), &params, AdamConfig::default())?;
     let total = model.out().total;
-    let flops: u64 = model.ex().graph.nodes.iter().map(|n| n.op.flops()).sum::<u64>() * 3; // forward + two backward products
+    let flops: u64 = model.ex().graph().nodes().iter().map(|n| n.op().flops()).sum::<u64>() * 3; // forward + two backward products
     let mut times = Vec::new();
     for i in 0..steps + 1 {
-        adam.set_step(model.ex_mut(), i as u64 + 1, 1e-4);
+        adam.set_step(model.ex_mut(), i as u64 + 1, 1e-4)?;
         let t = Instant::now();
-        model.ex_mut().train_step("train_step", total, |cx, l| adam.record(cx, l));
+        model.ex_mut().train_step("train_step", total, |cx, l| adam.record(cx, l))?;
         // the loss readback waits for the device: the step is complete when it returns
-        let loss = model.ex().get(total)[0];
+        let loss = model.ex().get(total)?[0];
         anyhow::ensure!(loss.is_finite(), "benchmark step produced a non-finite loss");
         if i > 0 {
             times.push(t.elapsed().as_secs_f64()); // step 0 records pipelines and warms caches
@@ -129,7 +129,7 @@ pub fn bench_step(kind: DeviceKind, steps: usize, batch: usize, profile: bool, r
         "gflop_per_step": flops as f64 / 1e9, "gflops": flops as f64 / 1e9 / med,
         "peak_rss_mib": peak_rss_bytes().map(|b| b as f64 / 1048576.0),
         "model": model.config().name(),
-        "device_buffers_mib": model.ex().allocated_bytes as f64 / 1048576.0,
+        "device_buffers_mib": model.ex().allocated_bytes() as f64 / 1048576.0,
         "dispatches_per_step": if matches!(device, Device::Gpu(_)) { Some(model.ex().dispatch_count("train_step")) } else { None },
         "threads": rayon::current_num_threads(),
     });

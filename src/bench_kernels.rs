@@ -19,22 +19,29 @@
 
 use std::time::Instant;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use crate::backend::gpu::{Cmd, Gpu, Shader};
+use crate::backend::gpu::Cmd;
+use crate::backend::{Gpu, Shader};
 use crate::backend::{open_device, Buf, Ctx, Device, DeviceKind};
 use crate::exec::{self, Executor, Layout};
 use crate::graph::{Graph, Var, VarKind};
 use crate::model::ModelConfig;
 use crate::ops::matmul::GemmKernel;
 use crate::ops::optim::{Adam, AdamConfig};
-use crate::shader;
+use crate::ops::SlotOps;
 
-const PEAK: Shader = shader!("peak");
+const PEAK: Shader = Shader::new("peak", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/peak.wgsl")));
+
+slotforge_engine::kernel_params! {
+    /// `n` threads that write a result (fma) or vec4s to copy (copy); `iters` FMA loop trips;
+    /// `a`, `b` from the uniform so that nothing constant-folds.
+    pub struct PeakParams in "peak" { n: u32, iters: u32, a: f32, b: f32 }
+}
 
 /// Keep repeating a measurement until this much time has passed (at least `MIN_REPS`).
 const CPU_BUDGET_S: f64 = 1.0;
@@ -300,51 +307,51 @@ impl Prepared {
     pub fn new(case: &Case, device: &Device, kernel: GemmKernel) -> Result<Prepared> {
         let mut g = Graph::new();
         let out = (case.build)(&mut g, kernel);
-        anyhow::ensure!(g.nodes.len() == 1, "bench case {} must be one op", case.site);
+        g.check()?;
+        anyhow::ensure!(g.nodes().len() == 1, "bench case {} must be one op", case.site);
         if let Device::Gpu(gpu) = device {
             check_fits(&g, gpu)?;
         }
         let mut ex = Executor::new(g, device.clone())?;
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let lo = if case.positive { 0.05 } else { -1.0 };
-        for i in 0..ex.graph.vars.len() {
-            let info = &ex.graph.vars[i];
-            if matches!(info.kind, VarKind::Input | VarKind::Param) {
-                let data: Vec<f32> = (0..info.len()).map(|_| rng.random_range(lo..1.0)).collect();
-                ex.set(Var(i), &data);
-            }
+        let inputs: Vec<(Var, usize)> =
+            ex.graph().vars().filter(|(_, i)| matches!(i.kind, VarKind::Input | VarKind::Param)).map(|(v, i)| (v, i.len())).collect();
+        for (v, len) in inputs {
+            let data: Vec<f32> = (0..len).map(|_| rng.random_range(lo..1.0)).collect();
+            ex.set(v, &data)?;
         }
-        if let Some(gy) = ex.layout.grad[out.0] {
+        if let Some(gy) = ex.layout().grad(out) {
             let data: Vec<f32> = (0..gy.len).map(|_| rng.random_range(-1.0..1.0)).collect();
-            ex.write(gy, &data);
+            ex.write(gy, &data)?;
         }
         Ok(Prepared { ex, out })
     }
 
     /// Run the forward program (on wgpu: submit it, without waiting).
-    pub fn forward(&mut self) {
-        self.ex.run("forward", exec::forward);
+    pub fn forward(&mut self) -> Result<()> {
+        Ok(self.ex.run("forward", exec::forward)?)
     }
 
     /// Run the op's backward only (on wgpu: submit it, without waiting).
-    pub fn backward(&mut self) {
-        self.ex.run("op_backward", op_backward);
+    pub fn backward(&mut self) -> Result<()> {
+        Ok(self.ex.run("op_backward", op_backward)?)
     }
 }
 
 /// The backward of the graph's one node from the upstream gradient already in its grad buffer.
 fn op_backward(cx: &mut Ctx, g: &Graph, l: &Layout) {
-    let node = &g.nodes[0];
-    let x: Vec<Buf> = node.inputs.iter().map(|v| l.value[v.0]).collect();
-    let gx: Vec<Option<Buf>> = node.inputs.iter().map(|v| l.grad[v.0]).collect();
-    let gy = l.grad[node.output.0].expect("bench case output has no gradient");
-    node.op.backward(cx, &x, l.value[node.output.0], l.saved[0], gy, &gx);
+    let node = &g.nodes()[0];
+    let x: Vec<Buf> = node.inputs().iter().map(|&v| l.value(v)).collect();
+    let gx: Vec<Option<Buf>> = node.inputs().iter().map(|&v| l.grad(v)).collect();
+    let Some(gy) = l.grad(node.output()) else { return };
+    node.op().backward(cx, &x, l.value(node.output()), l.saved(0), gy, &gx);
 }
 
 fn check_fits(g: &Graph, gpu: &Gpu) -> Result<()> {
-    let max = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
-    let saved = g.nodes.iter().map(|n| n.op.saved_len()).max().unwrap_or(0);
-    let biggest = g.vars.iter().map(|v| v.len()).max().unwrap_or(0).max(saved);
+    let max = gpu.limits().max_storage_buffer_binding_size.min(gpu.limits().max_buffer_size);
+    let saved = g.nodes().iter().map(|n| n.op().saved_len()).max().unwrap_or(0);
+    let biggest = g.vars().map(|(_, v)| v.len()).max().unwrap_or(0).max(saved);
     anyhow::ensure!(
         (biggest * 4) as u64 <= max,
         "a buffer of {} MiB exceeds the adapter's binding limit of {} MiB",
@@ -390,18 +397,18 @@ fn median(v: &mut [f64]) -> f64 {
 /// Time program `name` (`f`) of `ex`: one untimed run (records and compiles on wgpu), then
 /// repetitions.
 fn time_program(ex: &mut Executor, name: &'static str, f: fn(&mut Ctx, &Graph, &Layout)) -> Result<Timing> {
-    match ex.device.clone() {
+    match ex.device().clone() {
         Device::Cpu => {
-            ex.run(name, f);
+            ex.run(name, f)?;
             repeat(CPU_BUDGET_S, || {
                 let t = Instant::now();
-                ex.run(name, f);
+                ex.run(name, f)?;
                 let s = t.elapsed().as_secs_f64();
                 Ok((s, s))
             })
         }
         Device::Gpu(gpu) => {
-            ex.run(name, f);
+            ex.run(name, f)?;
             wait(&gpu)?;
             let (bufs, cmds) = ex.recorded(name).ok_or_else(|| anyhow!("program {name} was not recorded"))?;
             time_gpu_cmds(&gpu, bufs, cmds)
@@ -410,12 +417,11 @@ fn time_program(ex: &mut Executor, name: &'static str, f: fn(&mut Ctx, &Graph, &
 }
 
 fn wait(gpu: &Gpu) -> Result<()> {
-    gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| anyhow!("poll: {e}"))?;
-    Ok(())
+    Ok(gpu.wait()?)
 }
 
 fn time_gpu_cmds(gpu: &Gpu, bufs: &[wgpu::Buffer], cmds: &[Cmd]) -> Result<Timing> {
-    let timer = if gpu.timestamps { Some(Timer::new(gpu, count_passes(cmds))) } else { None };
+    let timer = if gpu.has_timestamps() { Some(Timer::new(gpu, count_passes(cmds))) } else { None };
     let t = repeat(GPU_BUDGET_S, || submit_timed(gpu, bufs, cmds, timer.as_ref()))?;
     Ok(Timing { timestamps: timer.is_some(), ..t })
 }
@@ -446,25 +452,25 @@ struct Timer {
 impl Timer {
     fn new(gpu: &Gpu, passes: u32) -> Timer {
         let passes = passes.clamp(1, wgpu::QUERY_SET_MAX_QUERIES / 2);
-        let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+        let set = gpu.device().create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("bench timestamps"),
             ty: wgpu::QueryType::Timestamp,
             count: 2 * passes,
         });
         let size = 16 * passes as u64;
-        let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        let resolve = gpu.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("timestamp resolve"),
             size,
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let readback = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        let readback = gpu.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("timestamp readback"),
             size,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        Timer { set, resolve, readback, passes, period_ns: gpu.queue.get_timestamp_period() as f64 }
+        Timer { set, resolve, readback, passes, period_ns: gpu.queue().get_timestamp_period() as f64 }
     }
 }
 
@@ -481,14 +487,14 @@ fn encode_timed(enc: &mut wgpu::CommandEncoder, bufs: &[wgpu::Buffer], cmds: &[C
 
 /// One submission of `cmds`: (kernel seconds = sum of the timed passes, or wall; wall seconds).
 fn submit_timed(gpu: &Gpu, bufs: &[wgpu::Buffer], cmds: &[Cmd], timer: Option<&Timer>) -> Result<(f64, f64)> {
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    let mut enc = gpu.device().create_command_encoder(&Default::default());
     let passes = encode_timed(&mut enc, bufs, cmds, timer).min(timer.map_or(0, |t| t.passes));
     if let Some(t) = timer.filter(|_| passes > 0) {
         enc.resolve_query_set(&t.set, 0..2 * passes, &t.resolve, 0);
         enc.copy_buffer_to_buffer(&t.resolve, 0, &t.readback, 0, 16 * passes as u64);
     }
     let start = Instant::now();
-    gpu.queue.submit([enc.finish()]);
+    gpu.queue().submit([enc.finish()]);
     wait(gpu)?;
     let wall = start.elapsed().as_secs_f64();
     let Some(t) = timer.filter(|_| passes > 0) else { return Ok((wall, wall)) };
@@ -676,14 +682,14 @@ fn fma_portable(iters: u64, seed: f32) -> f32 {
 /// wgpu: shaders/peak.wgsl, ALU-only vec4 FMA loop and vec4 copy.
 fn gpu_peaks(gpu: &std::sync::Arc<Gpu>, device: &str) -> Result<Peaks> {
     let dev = Device::Gpu(gpu.clone());
-    let emulated = gpu.info.device_type == wgpu::DeviceType::Cpu;
+    let emulated = gpu.is_cpu_emulated();
     // FMA: enough threads to fill a big GPU; calibrate the trip count to ~0.1-0.3 s.
     let groups: u32 = if emulated { 64 } else { 4096 };
     let threads = groups as u64 * 256;
     let run_fma = |iters: u32| -> Result<Timing> {
         let mut ex = Executor::new(Graph::new(), dev.clone())?;
         let out = ex.alloc(threads as usize * 4);
-        let params = [threads as u32, iters, crate::backend::gpu::f(0.999), crate::backend::gpu::f(1e-3)];
+        let params = PeakParams { n: threads as u32, iters, a: 0.999, b: 1e-3 };
         let grid = gpu.split_groups(groups);
         record_and_time(&mut ex, "peak_fma", &|cx| {
             if let Ctx::Gpu(r) = cx {
@@ -707,14 +713,14 @@ fn gpu_peaks(gpu: &std::sync::Arc<Gpu>, device: &str) -> Result<Peaks> {
                "detail": format!("peak.wgsl fma_peak: {threads} threads x {iters} trips x 8 vec4 chains x 2 fma")})
     );
 
-    let max = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) as usize;
+    let max = gpu.limits().max_storage_buffer_binding_size.min(gpu.limits().max_buffer_size) as usize;
     let bytes = (if emulated { 64usize << 20 } else { 256 << 20 }).min(max / 16 * 16);
     let n = bytes / 4;
     let mut ex = Executor::new(Graph::new(), dev.clone())?;
     let (src, dst) = (ex.alloc(n), ex.alloc(n));
-    ex.write(src, &vec![1.0; n]);
+    ex.write(src, &vec![1.0; n])?;
     let vec4s = n / 4;
-    let params = [vec4s as u32, 0, 0, 0];
+    let params = PeakParams { n: vec4s as u32, ..Default::default() };
     let grid = gpu.split_groups((vec4s as u32).div_ceil(256));
     let t = record_and_time(&mut ex, "peak_copy", &|cx| {
         if let Ctx::Gpu(r) = cx {
@@ -733,8 +739,8 @@ fn gpu_peaks(gpu: &std::sync::Arc<Gpu>, device: &str) -> Result<Peaks> {
 
 /// Record a custom program once on `ex` (wgpu) and time its replays.
 fn record_and_time(ex: &mut Executor, name: &'static str, f: &dyn Fn(&mut Ctx)) -> Result<Timing> {
-    let Device::Gpu(gpu) = ex.device.clone() else { anyhow::bail!("record_and_time needs a GPU executor") };
-    ex.run(name, |cx, _, _| f(cx));
+    let Device::Gpu(gpu) = ex.device().clone() else { anyhow::bail!("record_and_time needs a GPU executor") };
+    ex.run(name, |cx, _, _| f(cx))?;
     wait(&gpu)?;
     let (bufs, cmds) = ex.recorded(name).ok_or_else(|| anyhow!("program {name} was not recorded"))?;
     time_gpu_cmds(&gpu, bufs, cmds)
@@ -759,7 +765,7 @@ pub fn run(kind: DeviceKind) -> Result<()> {
     let name = device.name();
     eprintln!("device: {name} ({why})");
     let (dims, note) = match &device {
-        Device::Gpu(g) if g.info.device_type == wgpu::DeviceType::Cpu => {
+        Device::Gpu(g) if g.is_cpu_emulated() => {
             let d = Dims::small();
             (d, Some(format!("CPU-emulated adapter: shapes scaled down to {} (reference: {})", d.describe(), Dims::reference().describe())))
         }
@@ -808,18 +814,18 @@ fn bench_case(case: &Case, device: &Device, kernel: GemmKernel, kname: &'static 
             return Ok(());
         }
     };
-    let g = &prep.ex.graph;
-    let node = &g.nodes[0];
-    let fwd_flops = node.op.flops() as f64;
+    let g = prep.ex.graph();
+    let node = &g.nodes()[0];
+    let fwd_flops = node.op().flops() as f64;
     // each GEMM operand's gradient is one product of the forward's size
-    let gemm_grads = node.inputs.iter().take(2).filter(|v| g.vars[v.0].needs_grad).count() as f64;
+    let gemm_grads = node.inputs().iter().take(2).filter(|&&v| g.info(v).needs_grad).count() as f64;
     let bwd_flops = fwd_flops * gemm_grads;
     let (fwd_floats, bwd_floats) = case.traffic.unwrap_or_else(|| {
         // compulsory traffic: forward reads every input and writes the output once; backward
         // reads gy and the inputs and read-modify-writes every gradient it accumulates
-        let ins: usize = node.inputs.iter().map(|v| g.len(*v)).sum();
-        let grads: usize = node.inputs.iter().filter(|v| g.vars[v.0].needs_grad).map(|v| g.len(*v)).sum();
-        let out = g.len(node.output);
+        let ins: usize = node.inputs().iter().map(|&v| g.len(v)).sum();
+        let grads: usize = node.inputs().iter().filter(|&&v| g.info(v).needs_grad).map(|&v| g.len(v)).sum();
+        let out = g.len(node.output());
         (ins + out, out + ins + 2 * grads)
     });
     for (direction, flops, floats) in [("forward", fwd_flops, fwd_floats), ("backward", bwd_flops, bwd_floats)] {
@@ -861,29 +867,30 @@ fn bench_adam(dims: &Dims, device: &Device, peaks: &Peaks, note: Option<&str>, r
     let mut ex = Executor::new(g, device.clone())?;
     let mut rng = ChaCha8Rng::seed_from_u64(6);
     for &p in &params {
-        let len = ex.graph.len(p);
+        let len = ex.graph().len(p);
         let v: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
-        ex.set(p, &v);
-        ex.write(ex.layout.grad[p.0].unwrap(), &v);
+        ex.set(p, &v)?;
+        let grad = ex.layout().grad(p).context("a parameter has a gradient")?;
+        ex.write(grad, &v)?;
     }
-    let adam = Adam::new(&mut ex, &params, AdamConfig::default());
-    adam.set_step(&mut ex, 1, 1e-4);
-    let t = match ex.device.clone() {
+    let adam = Adam::new(&mut ex, &params, AdamConfig::default())?;
+    adam.set_step(&mut ex, 1, 1e-4)?;
+    let t = match ex.device().clone() {
         Device::Cpu => {
-            let mut step = || {
+            let mut step = || -> Result<f64> {
                 let t = Instant::now();
-                ex.run("adam", |cx, _, l| adam.record(cx, l));
-                t.elapsed().as_secs_f64()
+                ex.run("adam", |cx, _, l| adam.record(cx, l))?;
+                Ok(t.elapsed().as_secs_f64())
             };
-            step();
+            step()?;
             repeat(CPU_BUDGET_S, || {
-                let s = step();
+                let s = step()?;
                 Ok((s, s))
             })?
         }
         Device::Gpu(_) => {
             let f = |cx: &mut Ctx, l: &Layout| adam.record(cx, l);
-            let layout = ex.layout.clone();
+            let layout = ex.layout().clone();
             record_and_time(&mut ex, "adam", &|cx| f(cx, &layout))?
         }
     };

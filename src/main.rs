@@ -29,7 +29,7 @@ enum Cmd {
         data: PathBuf,
         #[arg(long, default_value = "runs/eval")]
         out: PathBuf,
-        #[arg(long, default_value = "auto")]
+        #[arg(long, default_value = "auto", value_parser = device_kind())]
         device: DeviceKind,
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -45,7 +45,7 @@ enum Cmd {
         noise: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value = "auto")]
+        #[arg(long, default_value = "auto", value_parser = device_kind())]
         device: DeviceKind,
     },
     /// ARI, FG-ARI and mBO of two label maps ([S,H,W] or [S,P], any integer dtype).
@@ -95,7 +95,7 @@ enum Cmd {
     #[command(allow_negative_numbers = true)]
     Bench {
         what: String,
-        #[arg(long, default_value = "cpu")]
+        #[arg(long, default_value = "cpu", value_parser = device_kind())]
         device: DeviceKind,
         /// Timed steps (step benchmark), after one untimed warm-up step.
         #[arg(long, default_value_t = 5)]
@@ -158,7 +158,7 @@ struct TrainArgs {
     diversity_weight: Option<f32>,
     #[arg(long)]
     diversity_schedule: Option<Schedule>,
-    #[arg(long)]
+    #[arg(long, value_parser = device_kind())]
     device: Option<DeviceKind>,
     #[arg(long)]
     debug_spectral: bool,
@@ -204,6 +204,12 @@ impl TrainArgs {
         c.validate()?;
         Ok(c)
     }
+}
+
+/// `--device`: one of the engine's device names, listed in `--help` and in the error.
+fn device_kind() -> impl clap::builder::TypedValueParser<Value = DeviceKind> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(DeviceKind::ALL.map(DeviceKind::name)).map(|s| s.parse::<DeviceKind>().expect("a listed device name"))
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -1,5 +1,6 @@
 mod common;
 use common::*;
+use slotforge::ops::SlotOps;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -66,9 +67,9 @@ fn attn_renorm_columns_sum_to_one() {
         let mut ex = Executor::new(g, device.clone()).unwrap();
         let mut rng = rand::SeedableRng::seed_from_u64(3);
         let data = positive("", b * n * k, &mut rng).unwrap();
-        ex.set(a, &data);
-        ex.forward();
-        let y = ex.get(w);
+        ex.set(a, &data).unwrap();
+        ex.forward().unwrap();
+        let y = ex.get(w).unwrap();
         for bb in 0..b {
             for kk in 0..k {
                 let s: f32 = (0..n).map(|nn| y[(bb * n + nn) * k + kk]).sum();
@@ -92,11 +93,11 @@ fn cpu_parallel_path_matches_per_scene() {
         let x = g.input_with_grad("attn", &[bb, n, k]);
         let w = g.attn_renorm(x, 1e-8);
         let mut ex = Executor::new(g, Device::Cpu).unwrap();
-        ex.set(x, a);
-        ex.forward();
-        let y = ex.get(w);
-        ex.backward_with(w, u);
-        (y, ex.get_grad(x).unwrap())
+        ex.set(x, a).unwrap();
+        ex.forward().unwrap();
+        let y = ex.get(w).unwrap();
+        ex.backward_with(w, u).unwrap();
+        (y, ex.get_grad(x).unwrap().unwrap())
     };
     let (y, ga) = run(b, &a_v, &up);
     for s in 0..b {

@@ -1,5 +1,6 @@
 mod common;
 use common::*;
+use slotforge::ops::SlotOps;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -113,9 +114,9 @@ fn value_and_grad(device: Device, b: usize, k: usize, d: usize, clamp: bool, slo
     let s = g.input_with_grad("slots", &[b, k, d]);
     let y = g.pairwise_cosine_mean(s, clamp);
     let mut ex = Executor::new(g, device).unwrap();
-    ex.set(s, slots);
-    ex.forward_backward(y);
-    (ex.get(y)[0], ex.get_grad(s).unwrap())
+    ex.set(s, slots).unwrap();
+    ex.forward_backward(y).unwrap();
+    (ex.get(y).unwrap()[0], ex.get_grad(s).unwrap().unwrap())
 }
 
 #[test]

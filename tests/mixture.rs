@@ -1,5 +1,6 @@
 mod common;
 use common::*;
+use slotforge::ops::SlotOps;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -124,9 +125,9 @@ fn mixture_values() {
         let alpha = g.alpha_softmax(dec);
         let recon = g.alpha_combine(dec, alpha);
         let mut ex = Executor::new(g, device.clone()).unwrap();
-        ex.set(dec, &dec_v);
-        ex.forward();
-        let (a, r) = (ex.get(alpha), ex.get(recon));
+        ex.set(dec, &dec_v).unwrap();
+        ex.forward().unwrap();
+        let (a, r) = (ex.get(alpha).unwrap(), ex.get(recon).unwrap());
         let at = |bb: usize, kk: usize, nn: usize, cc: usize| dec_v[((bb * k + kk) * n + nn) * c + cc];
         for bb in 0..b {
             for nn in 0..n {
@@ -149,12 +150,12 @@ fn mixture_values() {
 fn cpu_eval(g: Graph, out: slotforge::graph::Var, inputs: &[(slotforge::graph::Var, Vec<f32>)], up: &[f32]) -> (Vec<f32>, Vec<Vec<f32>>) {
     let mut ex = Executor::new(g, Device::Cpu).unwrap();
     for (v, d) in inputs {
-        ex.set(*v, d);
+        ex.set(*v, d).unwrap();
     }
-    ex.forward();
-    let y = ex.get(out);
-    ex.backward_with(out, up);
-    (y, inputs.iter().map(|(v, _)| ex.get_grad(*v).unwrap()).collect())
+    ex.forward().unwrap();
+    let y = ex.get(out).unwrap();
+    ex.backward_with(out, up).unwrap();
+    (y, inputs.iter().map(|(v, _)| ex.get_grad(*v).unwrap().unwrap()).collect())
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Datasets: loading and saving the on-disk layout of DESIGN.md ("Data on disk"),
+//! Datasets: loading and saving the on-disk layout (docs/architecture.md, "Data on disk"),
 //! deterministic subsets and splits, batch gathering, and the built-in synthetic scenes.
 //!
 //! A dataset directory holds

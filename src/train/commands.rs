@@ -55,7 +55,7 @@ pub fn eval(checkpoint: &Path, data_dir: &Path, out: &Path, device: DeviceKind, 
         Some((scfg, noise)) => (Some(super::spectral_init::SegmentCache::build(&data, k, scfg)?), *noise),
         None => (None, 1.0),
     };
-    let (alpha, attn) = super::eval::predict_with_attn(&mut model, &data, seed, segments.as_ref(), noise_scale);
+    let (alpha, attn) = super::eval::predict_with_attn(&mut model, &data, seed, segments.as_ref(), noise_scale)?;
     let mut metrics = super::eval::score_all(&model, &alpha, &attn, &data, segments.as_ref())?;
     metrics["spectral_init"] = json!(spectral.is_some());
     let (mh, mw) = data.mask_hw;
@@ -106,19 +106,19 @@ pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Pat
             })
             .collect()
     });
-    model.set_inputs(&feats, &z, segments.as_deref(), 0.0);
+    model.set_inputs(&feats, &z, segments.as_deref(), 0.0)?;
     let mut t = TensorFile::default();
     // the inputs drawn here, so another implementation (PyTorch) can reproduce the outputs
     t.insert("noise", &[b, k, d], z.clone());
     if let Some(s) = &segments {
         t.insert("spectral_weights", &[b, n, k], s.clone());
     }
-    model.ex.forward();
+    model.ex.forward()?;
     let v = model.vars.clone();
-    t.insert("slots", &[b, k, d], model.ex.get(v.out.slots));
-    t.insert("attn", &[b, n, k], model.ex.get(v.out.attn));
-    t.insert("alpha", &[b, k, n], model.ex.get(v.out.alpha));
-    t.insert("recon", &[b, n, f], model.ex.get(v.recon));
+    t.insert("slots", &[b, k, d], model.ex.get(v.out.slots)?);
+    t.insert("attn", &[b, n, k], model.ex.get(v.out.attn)?);
+    t.insert("alpha", &[b, k, n], model.ex.get(v.out.alpha)?);
+    t.insert("recon", &[b, n, f], model.ex.get(v.recon)?);
     t.save(out)?;
     eprintln!("wrote slots, attn, alpha, recon, noise (and spectral_weights) to {}", out.display());
     Ok(())

@@ -15,8 +15,8 @@ use crate::metrics;
 use crate::model::Model;
 
 /// Per-scene predictions of a model: alpha masks [S, K, N] (N tokens, or pixels of the pixel model).
-pub fn predict(model: &mut Model, data: &Dataset, seed: u64, segments: Option<&SegmentCache>, noise_scale: f32) -> Vec<f32> {
-    predict_with_attn(model, data, seed, segments, noise_scale).0
+pub fn predict(model: &mut Model, data: &Dataset, seed: u64, segments: Option<&SegmentCache>, noise_scale: f32) -> Result<Vec<f32>> {
+    Ok(predict_with_attn(model, data, seed, segments, noise_scale)?.0)
 }
 
 /// Alpha masks [S, K, N] and the last iteration's attention, transposed to [S, K, N].
@@ -26,7 +26,7 @@ pub fn predict_with_attn(
     seed: u64,
     segments: Option<&SegmentCache>,
     noise_scale: f32,
-) -> (Vec<f32>, Vec<f32>) {
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let (b, k, d, n) = (model.batch(), model.num_slots(), model.slot_dim(), data.tokens());
     let mut out = Vec::with_capacity(data.count * k * n);
     let mut attn_kn = Vec::with_capacity(data.count * k * n);
@@ -38,16 +38,16 @@ pub fn predict_with_attn(
         // fixed noise per scene: evaluation is deterministic and the same at any batch size
         let noise = scene_noise(seed, &padded, k * d, noise_scale);
         let segs = segments.map(|c| c.gather(&padded));
-        model.feed(data, &padded, &noise, segs.as_deref(), 0.0);
-        model.ex_mut().forward();
-        let alpha = model.ex().get(model.out().alpha);
+        model.feed(data, &padded, &noise, segs.as_deref(), 0.0)?;
+        model.ex_mut().forward()?;
+        let alpha = model.ex().get(model.out().alpha)?;
         out.extend_from_slice(&alpha[..chunk.len() * k * n]);
-        let attn = model.ex().get(model.out().attn); // [B, N, K]
+        let attn = model.ex().get(model.out().attn)?; // [B, N, K]
         for bi in 0..chunk.len() {
             attn_kn.extend((0..k * n).map(|i| attn[(bi * n + i % n) * k + i / n]));
         }
     }
-    (out, attn_kn)
+    Ok((out, attn_kn))
 }
 
 /// Scores of alpha masks [S, K, N] against the dataset's masks.
@@ -117,7 +117,7 @@ pub fn evaluate(
     png: Option<&Path>,
 ) -> Result<serde_json::Value> {
     let k = model.num_slots();
-    let (alpha, attn) = predict_with_attn(model, data, seed, segments, noise_scale);
+    let (alpha, attn) = predict_with_attn(model, data, seed, segments, noise_scale)?;
     if let Some(path) = png {
         draw_masks(&alpha, k, data, 4, path)?;
     }

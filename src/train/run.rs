@@ -124,7 +124,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
         model.ex_mut(),
         &params,
         AdamConfig { lr: cfg.learning_rate, max_grad_norm: Some(cfg.max_grad_norm), ..Default::default() },
-    );
+    )?;
 
     let mut schedule = DiversitySchedule::new(&cfg);
     let (mut epoch0, mut step, mut seconds_before) = (0, 0, 0.0);
@@ -217,17 +217,17 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
             let noise_scale = if spectral.is_some() { cfg.spectral_noise } else { 1.0 };
             let noise = randn(&mut step_rng(cfg.seed, 2, step), b * k * d, noise_scale);
             let segs = spectral.as_ref().map(|c| c.gather(chunk));
-            model.feed(&train_set, chunk, &noise, segs.as_deref(), w_div);
+            model.feed(&train_set, chunk, &noise, segs.as_deref(), w_div)?;
             let w_guide = guide_weight(&cfg, step as f32 / steps_per_epoch as f32);
             // the targets also with the weight at 0: the logged guide is then still the
             // distance to the spectral groups
             if let Some(c) = &spectral {
                 let targets = c.guide_targets(chunk, cfg.guide_balance, cfg.guide_family);
-                model.set_guide(&targets, w_guide);
+                model.set_guide(&targets, w_guide)?;
             }
-            adam.set_step(model.ex_mut(), step as u64 + 1, lr);
+            adam.set_step(model.ex_mut(), step as u64 + 1, lr)?;
             let total = model.out().total;
-            model.ex_mut().train_step("train_step", total, |cx, l| adam.record(cx, l));
+            model.ex_mut().train_step("train_step", total, |cx, l| adam.record(cx, l))?;
             step += 1;
             bar.inc(1);
 
@@ -239,12 +239,12 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
             }
             if log_now {
                 let (v, ex) = (model.out(), model.ex());
-                let (mse, div, tot) = (ex.get(v.mse)[0], ex.get(v.diversity)[0], ex.get(v.total)[0]);
+                let (mse, div, tot) = (ex.get(v.mse)?[0], ex.get(v.diversity)?[0], ex.get(v.total)?[0]);
                 // the distance to the spectral groups (without spectral init there are none)
-                let guide = if spectral.is_some() { ex.get(v.guide)[0] } else { 0.0 };
-                let sim_raw = ex.get(v.similarity)[0];
-                let slots = ex.get(v.slots);
-                let alpha = ex.get(v.alpha);
+                let guide = if spectral.is_some() { ex.get(v.guide)?[0] } else { 0.0 };
+                let sim_raw = ex.get(v.similarity)?[0];
+                let slots = ex.get(v.slots)?;
+                let alpha = ex.get(v.alpha)?;
                 let (_, sim_centered) = slot_similarity(&slots, b, k, d);
                 let (active, overlap) = mask_stats(&alpha, b, k, n, 0.02);
                 schedule.observe(&cfg, sim_raw);
@@ -252,7 +252,7 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
                     "type": "step", "epoch": epoch, "step": step, "recon": mse, "diversity": div, "guide": guide, "guide_weight": w_guide, "total": tot,
                     "slot_similarity": sim_raw, "slot_similarity_centered": sim_centered,
                     "active_slots": active, "mask_overlap": overlap,
-                    "lr": lr, "diversity_weight": w_div, "grad_norm": adam.last_grad_norm(model.ex()),
+                    "lr": lr, "diversity_weight": w_div, "grad_norm": adam.last_grad_norm(model.ex())?,
                     "seconds": seconds(),
                 });
                 writeln!(metrics, "{rec}")?;
@@ -315,10 +315,10 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
 pub fn check_losses(model: &Model, step: usize) -> Result<()> {
     let (v, ex) = (model.out(), model.ex());
     let terms = [
-        ("recon", ex.get(v.mse)[0]),
-        ("diversity", ex.get(v.diversity)[0]),
-        ("guide", ex.get(v.guide)[0]),
-        ("total", ex.get(v.total)[0]),
+        ("recon", ex.get(v.mse)?[0]),
+        ("diversity", ex.get(v.diversity)?[0]),
+        ("guide", ex.get(v.guide)?[0]),
+        ("total", ex.get(v.total)?[0]),
     ];
     for &(name, val) in &terms {
         if !val.is_finite() || val < 0.0 {
@@ -335,14 +335,14 @@ pub fn check_losses(model: &Model, step: usize) -> Result<()> {
 
 pub fn save_checkpoint(out: &Path, model: &Model, adam: &Adam, state: &TrainerState) -> Result<()> {
     let mut opt = TensorFile::default();
-    for (name, data) in adam.state(model.ex()) {
+    for (name, data) in adam.state(model.ex())? {
         let len = data.len();
         opt.insert(&name, &[len], data);
     }
     opt.metadata.insert("slotforge.trainer".into(), serde_json::to_string(state)?);
     // optimizer first: the model file is the one users look for, so it lands last
     opt.save(&out.join("optimizer.safetensors"))?;
-    let mut params = model.get_params();
+    let mut params = model.get_params()?;
     if state.config.use_spectral {
         // eval and infer must start the slots the way training did
         let c = &state.config;

@@ -237,7 +237,7 @@ pub fn segment_weights(seg: &Segmentation, k: usize) -> Vec<f32> {
 /// Initial slots `[scenes, K, D]` as training computes them (`init_slots` of the model) with
 /// zero noise: `mu + LN(S^T enc)` for the given scenes of `data` and their segmentations.
 /// Runs the model in batches of its own size (the last one padded).
-pub fn initial_slots(model: &mut Model, data: &Dataset, scenes: &[usize], segs: &[Arc<Segmentation>]) -> Vec<f32> {
+pub fn initial_slots(model: &mut Model, data: &Dataset, scenes: &[usize], segs: &[Arc<Segmentation>]) -> Result<Vec<f32>> {
     let (b, k, d) = (model.batch(), model.num_slots(), model.slot_dim());
     assert_eq!(segs.len(), scenes.len(), "one segmentation per scene");
     let mut out = Vec::with_capacity(scenes.len() * k * d);
@@ -247,11 +247,11 @@ pub fn initial_slots(model: &mut Model, data: &Dataset, scenes: &[usize], segs: 
         let last = chunk.len() - 1;
         let padded: Vec<usize> = (0..b).map(|i| chunk[i.min(last)]).collect();
         let weights: Vec<f32> = (0..b).flat_map(|i| segment_weights(&chunk_segs[i.min(last)], k)).collect();
-        model.feed(data, &padded, &noise, Some(&weights), 0.0);
-        model.ex_mut().forward();
-        out.extend_from_slice(&model.ex().get(model.init_slots())[..chunk.len() * k * d]);
+        model.feed(data, &padded, &noise, Some(&weights), 0.0)?;
+        model.ex_mut().forward()?;
+        out.extend_from_slice(&model.ex().get(model.init_slots())?[..chunk.len() * k * d]);
     }
-    out
+    Ok(out)
 }
 
 /// Fails when the initial slots `[b, k, d]` have collapsed: mean raw off-diagonal cosine over
@@ -368,7 +368,7 @@ pub fn diagnose(
     let (n, k, d) = (data.tokens(), model.num_slots(), model.slot_dim());
     std::fs::create_dir_all(out).with_context(|| format!("cannot create output directory {}", out.display()))?;
     let b = scenes.len();
-    let slots = initial_slots(model, data, scenes, segs);
+    let slots = initial_slots(model, data, scenes, segs)?;
     let (raw, centered) = crate::spectral::slot_similarity_batch(&slots, b, k, d);
     let collapsed = check_collapse(raw, centered, b).is_err();
 
@@ -425,7 +425,7 @@ pub fn diagnose(
     let seg_png = out.join("spectral_segments.png");
     let pca_png = out.join("spectral_slots_pca.png");
     write_segments_with_truth(&seg_png, data, &scenes[..shown], &segs[..shown])?;
-    crate::spectral::write_slot_pca_png(&pca_png, &slots[..shown * k * d], shown, k, d, 160)?;
+    crate::viz::write_slot_pca_png(&pca_png, &slots[..shown * k * d], shown, k, d, 160)?;
 
     let json_path = out.join("spectral_diagnostics.json");
     let mut diag = SpectralDiagnostics {
@@ -474,7 +474,7 @@ pub fn max_pair_cosine(slots: &[f32], k: usize, d: usize) -> f64 {
 
 /// One row per scene: the scene (if the dataset has images), the ground truth, the spectral
 /// segments upsampled to the mask and blended over the scene, then the segments and the slot
-/// groups on the token grid ([`crate::spectral::render_segments`]; colour = segment / slot
+/// groups on the token grid ([`crate::viz::render_segments`]; colour = segment / slot
 /// index, as in the PCA picture).
 pub fn write_segments_with_truth(path: &Path, data: &Dataset, scenes: &[usize], segs: &[Arc<Segmentation>]) -> Result<()> {
     let grid = data.grid;
@@ -499,7 +499,7 @@ pub fn write_segments_with_truth(path: &Path, data: &Dataset, scenes: &[usize], 
         let mut over = RgbImage::new(pw as u32, ph as u32);
         for (i, &l) in up.iter().enumerate() {
             let (y, x) = ((i / pw) as u32, (i % pw) as u32);
-            let c = crate::spectral::palette(l as usize);
+            let c = crate::viz::palette(l as usize);
             let base = match &scene_img {
                 Some(img) if img.width() as usize == pw && img.height() as usize == ph => img.get_pixel(x, y).0,
                 _ => [255, 255, 255],
@@ -509,7 +509,7 @@ pub fn write_segments_with_truth(path: &Path, data: &Dataset, scenes: &[usize], 
         }
         row.push(over);
         let scale = (ph / grid.0).max(1) as u32;
-        row.push(crate::spectral::render_segments(seg, scale));
+        row.push(crate::viz::render_segments(seg, scale));
         rows.push(crate::viz::hconcat(&row));
     }
     crate::viz::save_png(&crate::viz::vconcat(&rows), path)

@@ -1,9 +1,8 @@
-mod common;
-use common::*;
+use slotforge_engine::testing::*;
 
 /// gru_gates with h of `h_shape` (gi, gh: same leading dims, last 3D); each of gi, gh, h
 /// with or without a gradient.
-fn build(g: &mut slotforge::graph::Graph, h_shape: &[usize], grads: [bool; 3]) -> slotforge::graph::Var {
+fn build(g: &mut slotforge_engine::graph::Graph, h_shape: &[usize], grads: [bool; 3]) -> slotforge_engine::graph::Var {
     let mut gate_shape = h_shape.to_vec();
     *gate_shape.last_mut().unwrap() *= 3;
     let mut var = |name: &str, shape: &[usize], grad: bool| if grad { g.input_with_grad(name, shape) } else { g.input(name, shape) };
@@ -69,8 +68,8 @@ fn gru_gates_state_gradient_accumulates() {
 fn gru_gates_match_pytorch_grucell_formula() {
     // check_op compares the devices with each other; this pins the semantics (gate
     // order r, z, n; r scales all of gh_n) against the GRUCell formula written out.
-    use slotforge::backend::Device;
-    use slotforge::exec::Executor;
+    use slotforge_engine::backend::Device;
+    use slotforge_engine::exec::Executor;
     let (rows, d) = (3, 4);
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3);
     let (gi_v, gh_v, h_v) = (randn(&mut rng, rows * 3 * d), randn(&mut rng, rows * 3 * d), randn(&mut rng, rows * d));
@@ -86,17 +85,17 @@ fn gru_gates_match_pytorch_grucell_formula() {
         }
     }
     for device in [Device::Cpu, gpu()] {
-        let mut g = slotforge::graph::Graph::new();
+        let mut g = slotforge_engine::graph::Graph::new();
         let gi = g.input("gi", &[rows, 3 * d]);
         let gh = g.input("gh", &[rows, 3 * d]);
         let h = g.input("h", &[rows, d]);
         let y = g.gru_gates(gi, gh, h);
         let mut ex = Executor::new(g, device.clone()).unwrap();
-        ex.set(gi, &gi_v);
-        ex.set(gh, &gh_v);
-        ex.set(h, &h_v);
-        ex.forward();
-        for (got, want) in ex.get(y).iter().zip(&want) {
+        ex.set(gi, &gi_v).unwrap();
+        ex.set(gh, &gh_v).unwrap();
+        ex.set(h, &h_v).unwrap();
+        ex.forward().unwrap();
+        for (got, want) in ex.get(y).unwrap().iter().zip(&want) {
             assert!((*got as f64 - want).abs() < 1e-5, "{}: {got} vs {want}", device.name());
         }
     }

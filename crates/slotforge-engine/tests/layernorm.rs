@@ -1,5 +1,4 @@
-mod common;
-use common::*;
+use slotforge_engine::testing::*;
 
 const EPS: f32 = 1e-5;
 
@@ -76,8 +75,8 @@ fn layer_norm_gradient_accumulates_into_shared_input() {
 fn layer_norm_matches_pytorch_formula() {
     // check_op compares the devices with each other; this pins the semantics (biased
     // variance, eps inside the square root) against the formula written out in f64.
-    use slotforge::backend::Device;
-    use slotforge::exec::Executor;
+    use slotforge_engine::backend::Device;
+    use slotforge_engine::exec::Executor;
     let (rows, c, eps) = (4, 6, 0.1f32); // a large eps, so "inside the sqrt" shows
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(5);
     let (x_v, w_v, b_v) = (randn(&mut rng, rows * c), randn(&mut rng, c), randn(&mut rng, c));
@@ -91,17 +90,17 @@ fn layer_norm_matches_pytorch_formula() {
         }
     }
     for device in [Device::Cpu, gpu()] {
-        let mut g = slotforge::graph::Graph::new();
+        let mut g = slotforge_engine::graph::Graph::new();
         let x = g.input("x", &[rows, c]);
         let w = g.input("w", &[c]);
         let b = g.input("b", &[c]);
         let y = g.layer_norm(x, w, b, eps);
         let mut ex = Executor::new(g, device.clone()).unwrap();
-        ex.set(x, &x_v);
-        ex.set(w, &w_v);
-        ex.set(b, &b_v);
-        ex.forward();
-        for (got, want) in ex.get(y).iter().zip(&want) {
+        ex.set(x, &x_v).unwrap();
+        ex.set(w, &w_v).unwrap();
+        ex.set(b, &b_v).unwrap();
+        ex.forward().unwrap();
+        for (got, want) in ex.get(y).unwrap().iter().zip(&want) {
             assert!((*got as f64 - want).abs() < 1e-5, "{}: {got} vs {want}", device.name());
         }
     }

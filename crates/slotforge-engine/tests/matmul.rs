@@ -1,8 +1,7 @@
-mod common;
-use common::*;
+use slotforge_engine::testing::*;
 
 use rand::Rng;
-use slotforge::ops::matmul::{sgemm, GemmKernel};
+use slotforge_engine::ops::matmul::{sgemm, GemmKernel};
 
 const KERNELS: [GemmKernel; 2] = [GemmKernel::Registers, GemmKernel::SharedTiles];
 const TRANS: [(bool, bool); 4] = [(false, false), (false, true), (true, false), (true, true)];
@@ -119,7 +118,7 @@ fn relu_safe(name: &str, len: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Optio
 fn linear_case(xshape: &[usize], out: usize, bias: bool, relu: bool, kernel: GemmKernel, c: Check) {
     let name = format!("linear x={xshape:?} out={out} bias={bias} relu={relu} {kernel:?}");
     let inp = *xshape.last().unwrap();
-    let build = |g: &mut slotforge::graph::Graph| {
+    let build = |g: &mut slotforge_engine::graph::Graph| {
         let x = g.input_with_grad("x", xshape);
         let w = g.param("w", &[out, inp]);
         let b = if bias { Some(g.param("bias", &[out])) } else { None };

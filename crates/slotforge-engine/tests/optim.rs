@@ -1,12 +1,11 @@
-mod common;
-use common::*;
+use slotforge_engine::testing::*;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use slotforge::backend::Device;
-use slotforge::exec::{self, Executor};
-use slotforge::graph::{Graph, Var};
-use slotforge::ops::optim::{Adam, AdamConfig};
+use slotforge_engine::backend::Device;
+use slotforge_engine::exec::{self, Executor};
+use slotforge_engine::graph::{Graph, Var};
+use slotforge_engine::ops::optim::{Adam, AdamConfig};
 
 /// Awkward sizes: a scalar, a tail-only vector, a few workgroups, and one above the CPU
 /// parallel threshold (and with many norm workgroups on the GPU).
@@ -84,25 +83,25 @@ fn setup(device: Device, sizes: &[usize], cfg: AdamConfig, seed: u64) -> Run {
     let (g, vars) = params_graph(sizes);
     let mut ex = Executor::new(g, device).unwrap();
     for (v, p) in vars.iter().zip(init_params(sizes, seed)) {
-        ex.set(*v, &p);
+        ex.set(*v, &p).unwrap();
     }
-    let adam = Adam::new(&mut ex, &vars, cfg);
+    let adam = Adam::new(&mut ex, &vars, cfg).unwrap();
     Run { ex, vars, adam }
 }
 
 /// One optimizer step with the given gradients written straight into the grad buffers.
 fn step(r: &mut Run, t: u64, grads: &[Vec<f32>]) {
     for (v, g) in r.vars.iter().zip(grads) {
-        let b = r.ex.layout.grad[v.0].unwrap();
-        r.ex.write(b, g);
+        let b = r.ex.layout().grad(*v).unwrap();
+        r.ex.write(b, g).unwrap();
     }
-    r.adam.set_step(&mut r.ex, t, lr_at(t));
+    r.adam.set_step(&mut r.ex, t, lr_at(t)).unwrap();
     let adam = &r.adam;
-    r.ex.run("adam", |cx, _g, l| adam.record(cx, l));
+    r.ex.run("adam", |cx, _g, l| adam.record(cx, l)).unwrap();
 }
 
 fn params_of(r: &Run) -> Vec<Vec<f32>> {
-    r.vars.iter().map(|v| r.ex.get(*v)).collect()
+    r.vars.iter().map(|v| r.ex.get(*v).unwrap()).collect()
 }
 
 /// Largest |a - b| / (rel * (|b| + max|b|) + tiny): elements near zero are judged against
@@ -132,16 +131,16 @@ fn cpu_matches_f64_pytorch_adam() {
             let grads = grads_at(&SIZES, 1, t);
             step(&mut run, t, &grads);
             let norm = reference.step(t, lr_at(t) as f64, &grads);
-            let got = run.adam.last_grad_norm(&run.ex) as f64;
+            let got = run.adam.last_grad_norm(&run.ex).unwrap() as f64;
             assert!((got - norm).abs() <= 1e-6 * norm, "{name} step {t}: grad norm {got} vs {norm}");
-            let scale = run.adam.last_clip_scale(&run.ex);
+            let scale = run.adam.last_clip_scale(&run.ex).unwrap();
             clipped[(scale < 1.0) as usize] = true;
             // Params: f32 storage rounds to ~6e-8 relative per step and the update (~lr) carries
             // f32 relative error ~1e-6. m, v: f32 recurrences of a few steps, ~1e-7 each.
             for (k, p) in params_of(&run).iter().enumerate() {
                 worst_p = worst_p.max(worst(p, &reference.p[k], 1e-6));
             }
-            let state = run.adam.state(&run.ex);
+            let state = run.adam.state(&run.ex).unwrap();
             for (k, _) in SIZES.iter().enumerate() {
                 let m = &state.iter().find(|(n, _)| *n == format!("adam/m/p{k}")).unwrap().1;
                 let v = &state.iter().find(|(n, _)| *n == format!("adam/v/p{k}")).unwrap().1;
@@ -171,7 +170,7 @@ fn gpu_matches_cpu() {
             let grads = grads_at(&SIZES, 2, t);
             step(&mut cpu, t, &grads);
             step(&mut gpu_run, t, &grads);
-            let (a, b) = (gpu_run.adam.last_grad_norm(&gpu_run.ex), cpu.adam.last_grad_norm(&cpu.ex));
+            let (a, b) = (gpu_run.adam.last_grad_norm(&gpu_run.ex).unwrap(), cpu.adam.last_grad_norm(&cpu.ex).unwrap());
             // f32 partial sums on the GPU vs f64 on the CPU over 41k squares
             assert!((a - b).abs() <= 1e-5 * b, "{name} step {t}: GPU norm {a} vs CPU {b}");
             worst_norm = worst_norm.max((a - b).abs() / b);
@@ -183,7 +182,7 @@ fn gpu_matches_cpu() {
             assert!(w <= 1.0, "{name}: GPU params differ from CPU (ratio {w}, rel {r})");
             worst_rel = worst_rel.max(r);
         }
-        for ((na, a), (_, b)) in gpu_run.adam.state(&gpu_run.ex).iter().zip(cpu.adam.state(&cpu.ex)) {
+        for ((na, a), (_, b)) in gpu_run.adam.state(&gpu_run.ex).unwrap().iter().zip(cpu.adam.state(&cpu.ex).unwrap()) {
             // m, v: the clip scale differs in the last bits (f32 vs f64 norm), nothing else
             let (w, r) = compare(a, &b, 1e-5, 1e-9);
             assert!(w <= 1.0, "{name}: GPU {na} differs from CPU (ratio {w}, rel {r})");
@@ -202,18 +201,18 @@ fn state_round_trip_continues_identically() {
         for t in 1..=3 {
             step(&mut a, t, &grads_at(&SIZES, 3, t));
         }
-        let state = a.adam.state(&a.ex);
+        let state = a.adam.state(&a.ex).unwrap();
         assert_eq!(a.adam.step(), 3);
         let saved_params = params_of(&a);
 
         // A fresh executor and optimizer, resumed from the checkpoint.
         let mut b = setup(device.clone(), &SIZES, cfg, 99);
         for (v, p) in b.vars.clone().iter().zip(&saved_params) {
-            b.ex.set(*v, p);
+            b.ex.set(*v, p).unwrap();
         }
         b.adam.load_state(&mut b.ex, &state).unwrap();
         assert_eq!(b.adam.step(), 3);
-        assert_eq!(b.adam.state(&b.ex), state);
+        assert_eq!(b.adam.state(&b.ex).unwrap(), state);
         for t in 4..=6 {
             let grads = grads_at(&SIZES, 3, t);
             step(&mut a, t, &grads);
@@ -222,7 +221,7 @@ fn state_round_trip_continues_identically() {
         }
         // Same device, same inputs, same kernels: bit-identical.
         assert_eq!(params_of(&a), params_of(&b), "{dev_name}: resumed run diverged");
-        assert_eq!(a.adam.state(&a.ex), b.adam.state(&b.ex), "{dev_name}: resumed state diverged");
+        assert_eq!(a.adam.state(&a.ex).unwrap(), b.adam.state(&b.ex).unwrap(), "{dev_name}: resumed state diverged");
         println!("ERR op=adam state_round_trip device={dev_name} resumed_vs_continuous=0 (bitwise)");
 
         // Bad checkpoints are rejected without touching the state.
@@ -243,8 +242,8 @@ fn large_step_counts_survive_the_checkpoint() {
     let a = setup(Device::Cpu, &[3], cfg, 4);
     let mut ex = a.ex;
     let t = (1u64 << 30) + 12345;
-    a.adam.set_step(&mut ex, t, 1e-3);
-    let state = a.adam.state(&ex);
+    a.adam.set_step(&mut ex, t, 1e-3).unwrap();
+    let state = a.adam.state(&ex).unwrap();
     let b = setup(Device::Cpu, &[3], cfg, 4);
     let mut ex_b = b.ex;
     b.adam.load_state(&mut ex_b, &state).unwrap();
@@ -266,26 +265,27 @@ fn one_program_training_step() {
         let mut ex = Executor::new(g, device).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let tv = randn(&mut rng, 37);
-        ex.set(target, &tv);
-        ex.set(w, &[0.0; 37]);
-        ex.set(u, &[0.5]);
-        let adam = Adam::new(&mut ex, &[w, u], AdamConfig { lr: 0.05, ..AdamConfig::default() });
-        let mut seed = vec![0.0; ex.layout.seed.len];
+        ex.set(target, &tv).unwrap();
+        ex.set(w, &[0.0; 37]).unwrap();
+        ex.set(u, &[0.5]).unwrap();
+        let adam = Adam::new(&mut ex, &[w, u], AdamConfig { lr: 0.05, ..AdamConfig::default() }).unwrap();
+        let seed_buf = ex.layout().seed();
+        let mut seed = vec![0.0; seed_buf.len];
         seed[0] = 1.0;
-        ex.write(ex.layout.seed, &seed);
+        ex.write(seed_buf, &seed).unwrap();
         let mut losses = Vec::new();
         for t in 1..=40 {
-            adam.set_step(&mut ex, t, 0.05);
+            adam.set_step(&mut ex, t, 0.05).unwrap();
             ex.run("step", |cx, g, lay| {
                 exec::forward(cx, g, lay);
                 exec::backward(cx, g, lay, l);
                 adam.record(cx, lay);
-            });
-            losses.push(ex.get(l)[0]);
+            }).unwrap();
+            losses.push(ex.get(l).unwrap()[0]);
         }
-        assert_eq!(ex.get(u), vec![0.5]);
+        assert_eq!(ex.get(u).unwrap(), vec![0.5]);
         assert!(losses[39] < 0.05 * losses[0], "loss did not drop: {} -> {}", losses[0], losses[39]);
-        finals.push((ex.get(w), losses));
+        finals.push((ex.get(w).unwrap(), losses));
     }
     let (w, r) = compare(&finals[1].0, &finals[0].0, 1e-4, 1e-5);
     assert!(w <= 1.0, "GPU training diverged from CPU (ratio {w}, rel {r})");

@@ -1,5 +1,4 @@
-mod common;
-use common::*;
+use slotforge_engine::testing::*;
 
 #[test]
 fn sum_mean_mse_awkward_sizes() {

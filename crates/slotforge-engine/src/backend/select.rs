@@ -131,12 +131,17 @@ pub fn open_device(kind: DeviceKind) -> Result<(Device, String)> {
 /// The GPU tests use this: they must run the shaders somewhere, and fail if they cannot.
 pub fn open_any_gpu() -> Result<Gpu> {
     let mut found = adapters(wgpu::Backends::all());
-    found.sort_by_key(|a| match a.get_info().device_type {
-        wgpu::DeviceType::DiscreteGpu => 0,
-        wgpu::DeviceType::IntegratedGpu => 1,
-        wgpu::DeviceType::VirtualGpu => 2,
-        wgpu::DeviceType::Cpu => 3,
-        wgpu::DeviceType::Other => 4,
+    // ties go to the native APIs: the GL path of a CPU rasterizer can deadlock under load
+    found.sort_by_key(|a| {
+        let info = a.get_info();
+        let kind = match info.device_type {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Cpu => 3,
+            wgpu::DeviceType::Other => 4,
+        };
+        (kind, info.backend == wgpu::Backend::Gl)
     });
     match found.into_iter().next() {
         Some(a) => Gpu::from_adapter(a),

@@ -1,6 +1,11 @@
-//! `gru_gates`: the fused elementwise part of PyTorch's GRUCell, gates ordered (r, z, n).
-//! The model makes gi = x W_ih^T + b_ih and gh = h W_hh^T + b_hh with `linear`; this op
-//! does the rest in one pass. WGSL: `shaders/gru.wgsl`.
+//! `gru_cell`: PyTorch's GRUCell, gates ordered (r, z, n). gi = x W_ih^T + b_ih and
+//! gh = h W_hh^T + b_hh are `linear`s; `gru_gates` does the rest in one fused pass.
+//! WGSL: `shaders/gru.wgsl`.
+//!
+//! Derivatives of h' = (1 - z) n + z h: dh = G z (+ through gh), dn = G (1 - z),
+//! dz = G (h - n), then through the gates: da_n = dn (1 - n^2), dgh_n = da_n r,
+//! dr = da_n gh_n, da_r = dr r (1 - r), da_z = dz z (1 - z); dgi = (da_r, da_z, da_n),
+//! dgh = (da_r, da_z, dgh_n).
 
 use rayon::iter::{Either, IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
 use rayon::slice::{ParallelSlice, ParallelSliceMut};
@@ -183,6 +188,16 @@ impl Op for GruGates {
 }
 
 impl Graph {
+    /// PyTorch's GRUCell, gates (r, z, n): h' = (1 - z) n + z h with
+    /// r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z), n = tanh(gi_n + r gh_n), where
+    /// gi = x w_ih^T + b_ih and gh = h w_hh^T + b_hh are two `linear`s (GEMMs) and the rest
+    /// is [`Graph::gru_gates`]. x [..., In], h [..., D], w_ih [3D, In], w_hh [3D, D].
+    pub fn gru_cell(&mut self, x: Var, h: Var, w_ih: Var, w_hh: Var, b_ih: Var, b_hh: Var) -> Var {
+        let gi = self.linear(x, w_ih, Some(b_ih), false);
+        let gh = self.linear(h, w_hh, Some(b_hh), false);
+        self.gru_gates(gi, gh, h)
+    }
+
     /// Fused GRU cell (PyTorch GRUCell, gates r, z, n) from the two projections
     /// gi = x W_ih^T + b_ih and gh = h W_hh^T + b_hh, both [..., 3D], and the state h [..., D].
     /// Returns h' [..., D] (the shape of h).
