@@ -2,10 +2,11 @@
 """PyTorch baseline of slotforge's step benchmark: the same feature model (docs/architecture.md),
 the same reference scale (N=256, F=768, D=128, K=11, T=3, slot MLP 512, decoder 3 x 512,
 batch 16), one full training step (forward, backward, Adam) on the CPU with as many
-threads as cores. Prints one JSON line like `slotforge bench step`.
+threads as cores, or on CUDA / MPS with --device. Prints one JSON line like
+`slotforge bench step`.
 
     pip install torch
-    python3 benches/torch_step.py [--steps 5] [--batch 16]
+    python3 benches/torch_step.py [--steps 5] [--batch 16] [--device cpu|cuda|mps]
 """
 import argparse, json, os, resource, time
 
@@ -66,7 +67,7 @@ class FeatureModel(nn.Module):
         sn = F.normalize(slots, dim=-1)
         cos = sn @ sn.transpose(1, 2)
         k = s.k
-        off = ~torch.eye(k, dtype=torch.bool)
+        off = ~torch.eye(k, dtype=torch.bool, device=cos.device)
         div = cos[:, off].clamp(min=0).mean()
         return mse + w_div * div
 
@@ -76,13 +77,16 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    m = FeatureModel()
+    dev = torch.device(a.device)
+    m = FeatureModel().to(dev)
     opt = torch.optim.Adam(m.parameters(), lr=1e-4)
-    feats = torch.randn(a.batch, 256, 768)
-    noise = torch.randn(a.batch, 11, 128)
+    feats = torch.randn(a.batch, 256, 768, device=dev)
+    noise = torch.randn(a.batch, 11, 128, device=dev)
+    sync = {"cuda": lambda: torch.cuda.synchronize(), "mps": lambda: torch.mps.synchronize()}.get(a.device, lambda: None)
     times = []
     for i in range(a.steps + 1):
         t = time.perf_counter()
@@ -91,11 +95,12 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         opt.step()
+        sync()  # the step is complete when the device is idle
         if i > 0:
             times.append(time.perf_counter() - t)
     times.sort()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"bench": "step", "device": f"pytorch {torch.__version__} cpu", "batch": a.batch,
+    print(json.dumps({"bench": "step", "device": f"pytorch {torch.__version__} {a.device}", "batch": a.batch,
                       "steps": a.steps, "median_s": times[len(times) // 2], "min_s": times[0],
                       "peak_rss_mib": peak, "threads": torch.get_num_threads()}))
 

@@ -10,7 +10,6 @@ pub use slotforge_engine::{backend, exec, graph};
 pub use slotforge_spectral as spectral;
 
 pub mod bench;
-pub mod bench_kernels;
 pub mod checkpoint;
 pub mod data;
 pub mod metrics;

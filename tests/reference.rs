@@ -91,7 +91,7 @@ fn check_input_grad(file: &str, device: Device) {
     m.ex.forward_backward(m.vars.out.total).unwrap();
     let got = m.ex.get_grad(m.vars.features).unwrap().unwrap();
     let e = scaled_err_floor(&got, &refs.get("grad.input.features").unwrap().data, 0.0);
-    println!("REF {file} backend={} grad.input.features: max_rel_err={e:.2e}", m.ex.device.name());
+    println!("REF {file} backend={} grad.input.features: max_rel_err={e:.2e}", m.ex.device().name());
     assert!(e <= 1e-5, "grad.input.features off by {e:.2e}");
 }
 

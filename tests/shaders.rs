@@ -11,7 +11,7 @@ fn app_shaders_translate_and_params_match() {
     let mut names = APP_SHADERS.to_vec();
     names.push("peak");
     let mut params = app_kernel_params();
-    params.push(slotforge_engine::params::ParamsLayout::of::<slotforge::bench_kernels::PeakParams>());
+    params.push(slotforge_engine::params::ParamsLayout::of::<slotforge::bench::PeakParams>());
     shaders::check_all(&names, &params);
 }
 

@@ -180,7 +180,7 @@ fn family_guide_matches_its_formula_on_both_backends() {
         let mut m = FeatureModel::new_with_input_grad(&cfg, b, device).unwrap();
         m.set_params(&params).unwrap();
         m.set_inputs(&features, &noise, None, 1e-4).unwrap();
-        m.set_guide(&targets, 1.0);
+        m.set_guide(&targets, 1.0).unwrap();
         m.ex.forward_backward(m.vars.out.total).unwrap();
         let o = m.vars.out;
         (m.ex.get(o.alpha).unwrap(), m.ex.get(o.attn).unwrap(), m.ex.get(o.guide).unwrap()[0], m.ex.get_grad(m.vars.features).unwrap().unwrap())

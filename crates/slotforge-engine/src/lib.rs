@@ -29,6 +29,7 @@
 extern crate self as slotforge_engine;
 
 pub mod backend;
+pub mod bench;
 mod error;
 pub mod exec;
 pub mod graph;

@@ -15,6 +15,17 @@ pub fn min_rows(row_len: usize) -> usize {
     (MIN_TASK / row_len.max(1)).max(1)
 }
 
+/// `with_min_len` for a parallel iterator over `rows` rows of `row_len` floats: one piece
+/// (rayon runs it inline on the calling thread) below [`PAR_MIN`] floats in all, else
+/// pieces of about [`MIN_TASK`] floats.
+pub fn rows_per_task(rows: usize, row_len: usize) -> usize {
+    if rows * row_len < PAR_MIN {
+        usize::MAX
+    } else {
+        min_rows(row_len)
+    }
+}
+
 /// Run `f(chunk_index, chunk)` over consecutive `size`-long chunks of `out` (the last may
 /// be shorter), in parallel when `parallel`: a chunk is a unit of work (a row, a scene),
 /// and a rayon task takes at least [`MIN_TASK`] floats of them.

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use slotforge_engine::par::{for_chunks, PAR_MIN};
 use slotforge_engine::{Buf, Ctx, Graph, Op, Recorder, Shader, Var};
+use slotforge_engine::bench::{Bound, Case};
 
 const WGSL: Shader = Shader::new("attn_renorm", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/attn_renorm.wgsl")));
 
@@ -141,4 +142,13 @@ pub fn attn_renorm(g: &mut Graph, attn: Var, eps: f32) -> Var {
     }
     let (b, n, k) = (shape[0], shape[1], shape[2]);
     g.push(AttnRenorm { b, n, k, eps }, &[attn], &shape)
+}
+
+/// Bench case: attn_renorm of attn [b, n, k] (positive, as a softmax gives it).
+pub fn bench_case(b: usize, n: usize, k: usize) -> Case {
+    Case::new("attn_renorm", format!("[{b},{n},{k}]"), Bound::Memory, move |g, _| {
+        let a = g.input_with_grad("attn", &[b, n, k]);
+        attn_renorm(g, a, 1e-8)
+    })
+    .positive()
 }

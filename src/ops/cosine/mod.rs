@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use slotforge_engine::ops::dot_f64;
 use slotforge_engine::par::PAR_MIN;
 use slotforge_engine::{Buf, Ctx, Graph, Op, Shader, Var};
+use slotforge_engine::bench::{Bound, Case};
 
 const WGSL: Shader = Shader::new("cosine", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/cosine.wgsl")));
 
@@ -190,4 +191,12 @@ pub fn pairwise_cosine_mean(g: &mut Graph, slots: Var, clamp: bool) -> Var {
         return g.shape_error(format!("pairwise_cosine_mean: K = {k} slots, at most {MAX_SLOTS} supported"));
     }
     g.push(PairwiseCosineMean { b, k, d, clamp }, &[slots], &[1])
+}
+
+/// Bench case: the clamped mean pairwise cosine of slots [b, k, d].
+pub fn bench_case(b: usize, k: usize, d: usize) -> Case {
+    Case::new("pairwise_cosine_mean", format!("[{b},{k},{d}] clamp"), Bound::Memory, move |g, _| {
+        let s = g.input_with_grad("slots", &[b, k, d]);
+        pairwise_cosine_mean(g, s, true)
+    })
 }

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use slotforge_engine::ops::dot_f64;
 use slotforge_engine::par::{for_chunks, min_rows, PAR_MIN};
 use slotforge_engine::{ensure_shape, Buf, Ctx, Graph, Op, Shader, Var};
+use slotforge_engine::bench::{Bound, Case};
 
 const WGSL: Shader = Shader::new("mixture", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/mixture.wgsl")));
 
@@ -247,4 +248,24 @@ pub fn mix_slots(g: &mut Graph, x: Var, alpha: Var) -> Var {
     let (b, k, n, c) = (shape[0], shape[1], shape[2], shape[3]);
     ensure_shape!(g, g.shape(alpha) == &[b, k, n], "mix_slots: alpha must be [B, K, N] = {:?} to match x {shape:?}", [b, k, n]);
     g.push(AlphaCombine { b, k, n, c, cm: c }, &[x, alpha], &[b, n, c])
+}
+
+/// Bench case: alpha_softmax of the logit channel alone, [b, k, n, 1]. It reads the logits
+/// and writes alpha; backward reads alpha and gy and updates the logits' gradient.
+pub fn bench_alpha_softmax(b: usize, k: usize, n: usize) -> Case {
+    let bkn = b * k * n;
+    Case::new("alpha_softmax", format!("logit[{b},{k},{n},1]"), Bound::Memory, move |g, _| {
+        let x = g.input_with_grad("logit", &[b, k, n, 1]);
+        alpha_softmax(g, x)
+    })
+    .traffic(2 * bkn, 4 * bkn)
+}
+
+/// Bench case: mix_slots of h [b, k, n, c] by alpha [b, k, n].
+pub fn bench_mix_slots(b: usize, k: usize, n: usize, c: usize) -> Case {
+    Case::new("alpha_combine", format!("h[{b},{k},{n},{c}] alpha[{b},{k},{n}]"), Bound::Memory, move |g, _| {
+        let x = g.input_with_grad("h", &[b, k, n, c]);
+        let a = g.input_with_grad("alpha", &[b, k, n]);
+        mix_slots(g, x, a)
+    })
 }

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use crate::backend::{shader, Buf, Ctx, Shader};
 use crate::graph::{ensure, Graph, Op, Var};
+use crate::bench::{Bound, Case};
 
 const WGSL: Shader = shader!("conv");
 
@@ -469,4 +470,16 @@ impl Graph {
         let inputs: Vec<Var> = [x, w].into_iter().chain(b).collect();
         self.push(op, &inputs, &[batch, ho, wo, cout])
     }
+}
+
+/// Bench case: a `c`-channel k x k conv2d with bias and "same" padding on x [batch, hw, hw, c].
+pub fn bench_case(batch: usize, hw: usize, c: usize, k: usize) -> Case {
+    let pad = k / 2;
+    let shape = format!("x[{batch},{hw},{hw},{c}] w[{c},{c},{k},{k}] pad {pad} +bias");
+    Case::new("conv2d", shape, Bound::Compute, move |g, _| {
+        let x = g.input_with_grad("x", &[batch, hw, hw, c]);
+        let w = g.param("w", &[c, c, k, k]);
+        let bias = g.param("b", &[c]);
+        g.conv2d(x, w, Some(bias), 1, pad)
+    })
 }

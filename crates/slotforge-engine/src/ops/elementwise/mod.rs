@@ -13,6 +13,7 @@ use crate::par::{for_rows, CHUNK, PAR_MIN};
 
 use crate::backend::{shader, Buf, Ctx, Recorder, Shader};
 use crate::graph::{ensure, Graph, Op, Var};
+use crate::bench::{Bound, Case};
 
 const WGSL: Shader = shader!("elementwise");
 
@@ -674,4 +675,21 @@ impl Graph {
         *shape.last_mut().unwrap() = da + db;
         self.push(ConcatLast { da, db }, &[a, b], &shape)
     }
+}
+
+/// Bench case: a + b with broadcasting.
+pub fn bench_add(a: (&'static str, [usize; 4]), b: (&'static str, [usize; 4])) -> Case {
+    Case::new("add", format!("{:?} + {:?}", a.1, b.1).replace(", ", ","), Bound::Memory, move |g, _| {
+        let x = g.input_with_grad(a.0, &a.1);
+        let y = g.input_with_grad(b.0, &b.1);
+        g.add(x, y)
+    })
+}
+
+/// Bench case: relu of x.
+pub fn bench_relu(shape: [usize; 4]) -> Case {
+    Case::new("relu", format!("{shape:?}").replace(", ", ","), Bound::Memory, move |g, _| {
+        let x = g.input_with_grad("h", &shape);
+        g.relu(x)
+    })
 }

@@ -10,8 +10,10 @@
 use rayon::iter::{Either, IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
 use rayon::slice::{ParallelSlice, ParallelSliceMut};
 
+use crate::par::rows_per_task;
 use crate::backend::{shader, Buf, Ctx, Shader};
 use crate::graph::{ensure, Graph, Op, Var};
+use crate::bench::{Bound, Case};
 
 const WGSL: Shader = shader!("gru");
 
@@ -20,8 +22,6 @@ crate::kernel_params! {
     pub struct GruParams in "gru" { n: u32, d: u32 }
 }
 
-/// Below this many elements of h the CPU kernels run inline on the calling thread.
-const PAR_MIN: usize = 32 * 1024;
 
 /// r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z), n = tanh(gi_n + r * gh_n),
 /// h' = (1 - z) * n + z * h. Saved: the planes r, z, n, each [rows * dim].
@@ -29,15 +29,6 @@ const PAR_MIN: usize = 32 * 1024;
 pub struct GruGates {
     pub rows: usize,
     pub dim: usize,
-}
-
-fn min_rows(rows: usize, dim: usize) -> usize {
-    // one piece (inline, no pool round trip) when small; ~4k-element pieces when big
-    if rows * dim < PAR_MIN {
-        usize::MAX
-    } else {
-        (4096 / dim.max(1)).max(1)
-    }
 }
 
 #[inline(always)]
@@ -90,7 +81,7 @@ impl Op for GruGates {
                 let (zs, ns) = rest.split_at_mut(n);
                 (gi.par_chunks(3 * d), gh.par_chunks(3 * d), h.par_chunks(d), ys.par_chunks_mut(d), rs.par_chunks_mut(d), zs.par_chunks_mut(d), ns.par_chunks_mut(d))
                     .into_par_iter()
-                    .with_min_len(min_rows(rows, d))
+                    .with_min_len(rows_per_task(rows, d))
                     .for_each(|(gi, gh, h, y, r, z, nn)| {
                         let (gi_r, gi_z, gi_n) = (&gi[..d], &gi[d..2 * d], &gi[2 * d..]);
                         let (gh_r, gh_z, gh_n) = (&gh[..d], &gh[d..2 * d], &gh[2 * d..]);
@@ -134,7 +125,7 @@ impl Op for GruGates {
                         opt_rows(dh, d, rows),
                     )
                         .into_par_iter()
-                        .with_min_len(min_rows(rows, d))
+                        .with_min_len(rows_per_task(rows, d))
                         .for_each(|(gh, h, r, z, nn, g, dgi, dgh, dh)| {
                             let gh_n = &gh[2 * d..];
                             // pre-activation gradients of the row, gate by gate
@@ -213,4 +204,14 @@ impl Graph {
         ensure!(self, 3 * self.len(h) < u32::MAX as usize, "gru_gates: tensors too large for 32-bit GPU indexing");
         self.push(GruGates { rows, dim: d }, &[gi, gh, h], &h_s)
     }
+}
+
+/// Bench case: the fused GRU gates of `rows` states of `d` dims.
+pub fn bench_case(rows: usize, d: usize) -> Case {
+    Case::new("gru_gates", format!("gi,gh[{rows},{}] h[{rows},{d}]", 3 * d), Bound::Memory, move |g, _| {
+        let gi = g.input_with_grad("gi", &[rows, 3 * d]);
+        let gh = g.input_with_grad("gh", &[rows, 3 * d]);
+        let h = g.input_with_grad("h", &[rows, d]);
+        g.gru_gates(gi, gh, h)
+    })
 }

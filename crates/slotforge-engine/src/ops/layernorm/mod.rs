@@ -4,8 +4,10 @@
 use rayon::iter::{Either, IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
 use rayon::slice::{ParallelSlice, ParallelSliceMut};
 
+use crate::par::rows_per_task;
 use crate::backend::{shader, Buf, Ctx, Shader};
 use crate::graph::{ensure, Graph, Op, Var};
+use crate::bench::{self, Bound, Case};
 
 const WGSL: Shader = shader!("layernorm");
 
@@ -22,8 +24,6 @@ crate::kernel_params! {
     }
 }
 
-/// Below this many elements the CPU kernels run inline on the calling thread.
-const PAR_MIN: usize = 32 * 1024;
 /// Columns per workgroup of the dw/db partial-sum kernel (must match `COL_WG`).
 const COL_WG: usize = 64;
 /// The GPU reduces dw/db over rows in two stages: at most this many row chunks, each
@@ -57,16 +57,6 @@ impl LayerNorm {
             rows_per_chunk: self.rows_per_chunk() as u32,
             which,
         }
-    }
-}
-
-/// `with_min_len` for a row iterator: small tensors get one piece, so rayon runs them
-/// inline on the calling thread (no pool round trip); big ones split into ~4k-element pieces.
-fn min_rows(rows: usize, cols: usize) -> usize {
-    if rows * cols < PAR_MIN {
-        usize::MAX
-    } else {
-        (4096 / cols.max(1)).max(1)
     }
 }
 
@@ -159,7 +149,7 @@ impl Op for LayerNorm {
                 let rstd = &mut rest[..rows];
                 (xs.par_chunks(cols), ys.par_chunks_mut(cols), mean, rstd)
                     .into_par_iter()
-                    .with_min_len(min_rows(rows, cols))
+                    .with_min_len(rows_per_task(rows, cols))
                     .for_each(|(xr, yr, m, rs)| (*m, *rs) = forward_row(xr, ws, bs, yr, eps));
             }),
             Ctx::Gpu(r) => {
@@ -191,7 +181,7 @@ impl Op for LayerNorm {
                     // dx row by row; dw/db as per-thread partial sums added at the end
                     let acc = (xs.par_chunks(cols), gys.par_chunks(cols), mean, rstd, dx_rows)
                         .into_par_iter()
-                        .with_min_len(min_rows(rows, cols))
+                        .with_min_len(rows_per_task(rows, cols))
                         .fold(
                             || vec![0f64; acc_len],
                             |mut acc, (xr, gr, &m, &rs, dxr)| {
@@ -249,4 +239,14 @@ impl Graph {
         ensure!(self, self.len(x) < u32::MAX as usize, "layer_norm: x too large for 32-bit GPU indexing");
         self.push(LayerNorm { rows, cols, eps }, &[x, w, b], &shape)
     }
+}
+
+/// Bench case: layer_norm of x [rows, cols] with affine parameters.
+pub fn bench_case(rows: usize, cols: usize, x_grad: bool) -> Case {
+    let shape = format!("x[{rows},{cols}]{}", if x_grad { "" } else { " (no dx)" });
+    Case::new("layer_norm", shape, Bound::Memory, move |g, _| {
+        let x = bench::input(g, "x", &[rows, cols], x_grad);
+        let (w, b) = (g.param("w", &[cols]), g.param("b", &[cols]));
+        g.layer_norm(x, w, b, 1e-5)
+    })
 }

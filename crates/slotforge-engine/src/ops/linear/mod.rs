@@ -13,6 +13,7 @@ use super::matmul::gemm::{gpu_gemm, gpu_sum_partials, max_groups, Epilogue, Gemm
 use super::matmul::GemmKernel;
 use crate::backend::{shader, Buf, Ctx, CpuStore, Recorder, Shader};
 use crate::graph::{ensure, Graph, Op, Var};
+use crate::bench::{self, Bound, Case};
 use crate::par::PAR_MIN;
 
 const WGSL: Shader = shader!("linear");
@@ -495,4 +496,24 @@ impl Graph {
             None => self.push(op, &[x, w], &shape),
         }
     }
+}
+
+/// Bench case: linear of x [rows, inp] by w [out, inp]. One output is a matrix-vector
+/// product (its own kernels, whatever the GEMM choice): 2 flops per float of x streamed,
+/// so it is rated against the copy ceiling.
+pub fn bench_case(rows: usize, inp: usize, out: usize, bias: bool, relu: bool, x_grad: bool) -> Case {
+    let shape = format!(
+        "x[{rows},{inp}] w[{out},{inp}]{}{}{}",
+        if bias { " +bias" } else { "" },
+        if relu { " relu" } else { "" },
+        if x_grad { "" } else { " (no dx)" }
+    );
+    let bound = if out == 1 { Bound::Memory } else { Bound::Compute };
+    let case = Case::new("linear", shape, bound, move |g, kern| {
+        let x = bench::input(g, "x", &[rows, inp], x_grad);
+        let w = g.param("w", &[out, inp]);
+        let b = if bias { Some(g.param("bias", &[out])) } else { None };
+        g.linear_with(x, w, b, relu, kern)
+    });
+    if out == 1 { case } else { case.gemm() }
 }

@@ -9,6 +9,7 @@ pub(crate) mod gemm;
 
 use crate::backend::{Buf, Ctx, Recorder};
 use crate::graph::{ensure, Graph, Op, Var};
+use crate::bench::{Bound, Case};
 use gemm::{gpu_gemm, Epilogue, Gemm};
 pub use gemm::{sgemm, MatmulParams, SumPartialsParams};
 
@@ -175,4 +176,16 @@ impl Graph {
         ensure!(self, op.saved_len().max(batch * m * n.max(k)).max(k * n) < u32::MAX as usize, "matmul: {sa:?} x {sb:?} too large for 32-bit GPU indexing");
         self.push(op, &[a, b], &shape)
     }
+}
+
+/// Bench case: matmul of a by b (both with gradients), named and shaped as at the site.
+pub fn bench_case(a: (&'static str, [usize; 3]), b: (&'static str, [usize; 3]), trans_a: bool, trans_b: bool) -> Case {
+    let t = |on: bool| if on { "^T" } else { "" };
+    let shape = format!("{}{:?}{} {}{:?}{}", a.0, a.1, t(trans_a), b.0, b.1, t(trans_b)).replace(", ", ",");
+    Case::new("matmul", shape, Bound::Compute, move |g, kern| {
+        let x = g.input_with_grad(a.0, &a.1);
+        let y = g.input_with_grad(b.0, &b.1);
+        g.matmul_with(x, y, trans_a, trans_b, kern)
+    })
+    .gemm()
 }

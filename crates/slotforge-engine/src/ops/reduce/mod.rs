@@ -6,6 +6,7 @@
 
 use crate::backend::{shader, Buf, Ctx, Shader};
 use crate::graph::{ensure, Graph, Op, Var};
+use crate::bench::{Bound, Case};
 
 const WGSL: Shader = shader!("reduce");
 
@@ -94,4 +95,21 @@ impl Graph {
         ensure!(self, self.shape(a) == self.shape(b), "mse: shapes differ: {:?} vs {:?}", self.shape(a), self.shape(b));
         self.push(Mse, &[a, b], &[1])
     }
+}
+
+/// Bench case: mse of x against a target without gradient.
+pub fn bench_mse(shape: [usize; 3]) -> Case {
+    Case::new("mse", format!("{shape:?} x2").replace(", ", ","), Bound::Memory, move |g, _| {
+        let x = g.input_with_grad("recon", &shape);
+        let t = g.input("target", &shape);
+        g.mse(x, t)
+    })
+}
+
+/// Bench case: sum of x.
+pub fn bench_sum(shape: [usize; 3]) -> Case {
+    Case::new("sum", format!("{shape:?}").replace(", ", ","), Bound::Memory, move |g, _| {
+        let x = g.input_with_grad("x", &shape);
+        g.sum(x)
+    })
 }

@@ -3,6 +3,7 @@
 
 use crate::backend::{shader, Buf, Ctx, Shader};
 use crate::graph::{ensure, Graph, Op, Var};
+use crate::bench::{Bound, Case};
 use crate::par::for_rows;
 
 const WGSL: Shader = shader!("softmax");
@@ -148,4 +149,12 @@ impl Graph {
         let inner = shape[axis + 1..].iter().product();
         self.push(Softmax { outer, len: shape[axis], inner }, &[x], &shape)
     }
+}
+
+/// Bench case: softmax of x along `axis`.
+pub fn bench_case(shape: [usize; 3], axis: usize) -> Case {
+    Case::new("softmax", format!("{shape:?} axis {axis}").replace(", ", ","), Bound::Memory, move |g, _| {
+        let x = g.input_with_grad("logits", &shape);
+        g.softmax(x, axis)
+    })
 }

@@ -11,6 +11,11 @@ use crate::model::{AnyConfig, Model, ModelConfig};
 use crate::ops::optim::{Adam, AdamConfig};
 use crate::train::config::TrainConfig;
 
+pub mod kernels;
+mod timing;
+
+pub use timing::PeakParams;
+
 /// The reference-scale feature model of the step benchmark (and of the PyTorch baseline in
 /// `benches/torch_step.py`): N = 256, F = 768, D = 128, K = 11, T = 3, MLP 512, decoder 3 x 512.
 pub fn reference_config() -> ModelConfig {
@@ -23,7 +28,7 @@ pub fn run(what: &str, device: DeviceKind, steps: usize, batch: usize, profile: 
             let run = config.map(|p| bench_data(Some(p), batch)).transpose()?;
             bench_step(device, steps, batch, profile, run.as_ref()).map(|_| ())
         }
-        "kernels" => crate::bench_kernels::run(device),
+        "kernels" => kernels::run(device),
         "spectral" => bench_spectral(device, steps, batch, config),
         other => bail!("unknown benchmark {other:?}: expected `step`, `kernels` or `spectral`"),
     }
