@@ -6,6 +6,7 @@
 #
 #   bash scripts/gpu-check.sh [OUT.json]          default target/gpu-check.json
 #   SMALL=1 bash scripts/gpu-check.sh             short runs (how it is tested on lavapipe)
+#   TESTS=matmul bash scripts/gpu-check.sh        only the tests whose names contain "matmul"
 #
 # The wgpu device is `auto` (a real GPU) when there is one, else Vulkan (lavapipe), so the
 # script also runs, slowly and on small sizes, on a machine without a GPU.
@@ -26,7 +27,7 @@ if grep -Eq 'DiscreteGpu|IntegratedGpu|VirtualGpu' "$WORK/devices.txt"; then GPU
 
 # 1. the GPU tests: every op and the model on the adapter, against the CPU backend
 set +e
-cargo test --workspace -- --nocapture > "$WORK/tests.log" 2>&1
+cargo test --workspace -- --nocapture ${TESTS:-} > "$WORK/tests.log" 2>&1
 TESTS_RC=$?
 set -e
 grep -E '^GPU tests run on' "$WORK/tests.log" | head -1 > "$WORK/adapter.txt" || true

@@ -3,6 +3,9 @@
 //! x [B, H, W, Cin], w [Cout, Cin, kh, kw], b [Cout] -> y [B, Ho, Wo, Cout],
 //! Ho = (H + 2 pad - kh) / stride + 1 (same for W), zero padding.
 //!
+//! Derivatives: dx is the transposed convolution of gy with w, dw[co, ci, ky, kx] = sum
+//! over b and output pixels of gy[.., co] x[.. shifted by (ky, kx), ci], db = sum of gy.
+//!
 //! CPU: im2col over blocks of output pixels + GEMM (`gemm` crate). The im2col column
 //! order is (ky, kx, ci), so each kernel row is one contiguous copy out of an NHWC row;
 //! the weight is repacked once per call to match ([K, Cout], K = kh kw Cin). 1x1 convs

@@ -1,5 +1,9 @@
 //! `layer_norm`: PyTorch LayerNorm over the last dimension (biased variance, eps inside
 //! the square root), with a learned scale `w` and shift `b`. WGSL: `shaders/layernorm.wgsl`.
+//!
+//! y = w xhat + b with xhat = (x - mean) rstd, rstd = 1 / sqrt(var + eps). Derivatives per
+//! row of C columns, with g = gy w: dx = rstd (g - mean(g) - xhat mean(g xhat)),
+//! dw = sum over rows of gy xhat, db = sum over rows of gy.
 
 use rayon::iter::{Either, IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
 use rayon::slice::{ParallelSlice, ParallelSliceMut};

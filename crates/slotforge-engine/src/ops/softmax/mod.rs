@@ -1,5 +1,7 @@
 //! Softmax along any axis: the tensor is viewed as `[outer, len, inner]` and every
 //! (outer, inner) line of `len` elements is normalized. WGSL: `shaders/softmax.wgsl`.
+//!
+//! Derivative along a line: dx_i = y_i (gy_i - sum_j gy_j y_j).
 
 use crate::backend::{shader, Buf, Ctx, Shader};
 use crate::graph::{ensure, Graph, Op, Var};
