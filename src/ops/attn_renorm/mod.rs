@@ -43,7 +43,7 @@ impl AttnRenorm {
         let (nb, n, k, kblocks) = (self.b as u32, self.n as u32, self.k as u32, self.k.div_ceil(K_LANES) as u32);
         AttnRenormParams { nb, n, k, kblocks, eps: self.eps }
     }
-    fn groups(&self, r: &Recorder) -> [u32; 3] {
+    fn groups(&self, r: &mut Recorder) -> [u32; 3] {
         r.split_groups(self.b * self.k.div_ceil(K_LANES))
     }
 }

@@ -287,11 +287,16 @@ impl Recorder<'_> {
         self.gpu
     }
 
-    /// Split `n` workgroups over x and y (see [`Gpu::split_groups`]).
-    pub fn split_groups(&self, n: usize) -> [u32; 3] {
+    /// Split `n` workgroups over x and y (see [`Gpu::split_groups`]). More than the device
+    /// can take is kept as an error, and the dispatch is skipped (no groups).
+    pub fn split_groups(&mut self, n: usize) -> [u32; 3] {
+        let max = self.gpu.limits.max_compute_workgroups_per_dimension.max(1) as usize;
         match u32::try_from(n) {
-            Ok(n) => self.gpu.split_groups(n),
-            Err(_) => [u32::MAX; 3], // fails in the dispatch with the device's own limit message
+            Ok(n32) if n <= max * max => self.gpu.split_groups(n32),
+            _ => {
+                self.error.get_or_insert(Error::TooLarge("workgroup count"));
+                [0; 3]
+            }
         }
     }
 
