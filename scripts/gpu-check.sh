@@ -61,7 +61,7 @@ for l in text("results.txt").splitlines():
 report = {
     "host": platform.node(), "machine": platform.machine(), "wgpu_device": gpu,
     "adapters": text("devices.txt").splitlines(),
-    "tests": {"exit_code": rc, "adapter": text("adapter.txt"), "passed": passed, "failed": failed,
+    "tests": {"exit_code": rc, "adapter": text("adapter.txt").replace("GPU tests run on: ", ""), "passed": passed, "failed": failed,
               "err_lines": text("errs.txt").splitlines()},
     "bench_step": {"wgpu": lines("step_wgpu.jsonl"), "cpu": lines("step_cpu.jsonl"), "pytorch": lines("torch.jsonl")},
     "bench_kernels": {"wgpu": lines("kernels_wgpu.jsonl"), "cpu": lines("kernels_cpu.jsonl")},
