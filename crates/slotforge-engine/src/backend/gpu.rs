@@ -301,7 +301,7 @@ impl Recorder<'_> {
     }
 
     /// Record one dispatch of `entry` in `shader` with the kernel parameters `params`
-    /// (binding 0, a uniform: one of the `#[repr(C)]` structs of [`crate::ops::params`]);
+    /// (binding 0, a uniform: a `#[repr(C)]` struct declared with [`kernel_params!`](crate::kernel_params));
     /// bindings 1.. are the storage buffers in the order given. Every binding listed must
     /// be used by the entry point (the pipeline layout is derived from the shader).
     pub fn dispatch<P: bytemuck::Pod>(&mut self, shader: Shader, entry: &'static str, params: &P, bufs: &[Buf], groups: [u32; 3]) {

@@ -7,7 +7,7 @@
 //! `[B,K,1,H] + [1,1,N,H]` runs as a rank-3 problem and `[B,K,D] * [1,1,D]` as rank 2.
 //! The backward of a broadcast operand reduces the gradient over its broadcast dims.
 //!
-//! Derivatives: relu' = [x > 0], sigmoid' = y (1 - y), tanh' = 1 - y^2, exp' = y,
+//! Derivatives: relu' = (x > 0 ? 1 : 0), sigmoid' = y (1 - y), tanh' = 1 - y^2, exp' = y,
 //! square' = 2x, scale' = c; d(a + b) = (g, g), d(a - b) = (g, -g), d(a b) = (g b, g a),
 //! each summed over the dims the operand broadcasts along. Layout ops move the gradient
 //! back to where the value came from.
