@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use slotforge::backend::Device;
-use slotforge::bench_kernels::{cases, Dims, Prepared};
+use slotforge::bench::kernels::{cases, Dims, Prepared};
 use slotforge::ops::matmul::GemmKernel;
 
-/// (site, op, backward too): the cases benchmarked, by site name in `bench_kernels::cases`.
+/// (site, op, backward too): the cases benchmarked, by site name in `bench::kernels::cases`.
 const SELECTED: &[(&str, &str, bool)] = &[
     ("encoder.layers.0", "linear", true),
     ("encoder.layers.1", "linear", true),
@@ -33,10 +33,11 @@ fn kernels(c: &mut Criterion) {
     for &(site, op, backward) in SELECTED {
         let case = all.iter().find(|c| c.site == site && c.op == op).unwrap_or_else(|| panic!("no bench case {op} at {site}"));
         let mut prep = Prepared::new(case, &Device::Cpu, GemmKernel::Auto).expect("prepare case");
-        let node = &prep.ex.graph.nodes[0];
-        let flops = node.op.flops();
-        let main_len = prep.ex.graph.len(node.inputs[0]) as u64;
-        let grads = node.inputs.iter().take(2).filter(|v| prep.ex.graph.vars[v.0].needs_grad).count() as u64;
+        let g = prep.ex.graph();
+        let node = &g.nodes()[0];
+        let flops = node.op().flops();
+        let main_len = g.len(node.inputs()[0]) as u64;
+        let grads = node.inputs().iter().take(2).filter(|&&v| g.info(v).needs_grad).count() as u64;
 
         let mut group = c.benchmark_group(format!("{op} {site} {}", case.shape));
         group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
@@ -45,11 +46,11 @@ fn kernels(c: &mut Criterion) {
             group.sampling_mode(SamplingMode::Flat);
         }
         group.throughput(Throughput::Elements(if flops > 0 { flops } else { main_len }));
-        group.bench_function("forward", |b| b.iter(|| prep.forward()));
+        group.bench_function("forward", |b| b.iter(|| prep.forward().unwrap()));
         if backward {
-            prep.forward();
+            prep.forward().unwrap();
             group.throughput(Throughput::Elements(if flops > 0 { flops * grads } else { main_len }));
-            group.bench_function("backward", |b| b.iter(|| prep.backward()));
+            group.bench_function("backward", |b| b.iter(|| prep.backward().unwrap()));
         }
         group.finish();
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs a Vulkan driver when the machine has none (Mesa lavapipe, a
 # real Vulkan implementation on the CPU), so the GPU tests run everywhere instead of
-# skipping, then runs every test. Extra arguments go to `cargo test`.
+# skipping, and the SPIR-V validator the shader tests use, then runs every test of every
+# crate of the workspace. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,14 +14,23 @@ has_vulkan() {
     return 1
 }
 
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+apt_install() {
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
 if [ "$(uname -s)" = Linux ] && ! has_vulkan; then
     echo "test.sh: no Vulkan driver found; installing Mesa lavapipe (mesa-vulkan-drivers)"
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mesa-vulkan-drivers >/dev/null
+    apt_install mesa-vulkan-drivers
     has_vulkan || { echo "test.sh: lavapipe install failed" >&2; exit 1; }
 fi
+if [ "$(uname -s)" = Linux ] && ! command -v spirv-val >/dev/null; then
+    echo "test.sh: installing the SPIR-V validator (spirv-tools)"
+    apt_install spirv-tools
+fi
+# the shader tests then require spirv-val instead of using it where found
+command -v spirv-val >/dev/null && export SLOTFORGE_REQUIRE_SPIRV_VAL=1
 
 # tests/report.rs opens report.html in headless Chromium (Debian's package)
 if [ "$(uname -s)" = Linux ] && ! command -v chromium >/dev/null; then
@@ -40,7 +50,7 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 # (ERR lines) and the reference test its error per PyTorch tensor (REF lines).
 # The log is kept in target/test-output.log; scripts/err_summary.py condenses it per op.
 mkdir -p target
-cargo test "$@" -- --nocapture 2>&1 | tee target/test-output.log
+cargo test --workspace "$@" -- --nocapture 2>&1 | tee target/test-output.log
 if command -v python3 >/dev/null; then
     python3 scripts/err_summary.py target/test-output.log
 fi

@@ -1,4 +1,4 @@
-// Prepended to every shader by the `shader!` macro (src/backend/gpu.rs): what many kernels
+// Prepended to every shader by `Shader::source` (crates/slotforge-engine/src/backend/gpu.rs): what many kernels
 // share. WGSL has no include; a module-scope item a kernel does not use costs nothing.
 
 // The flat index of a 1-D kernel with @workgroup_size(256): dispatch_1d spreads large

@@ -11,7 +11,7 @@
 //                        element: a reduction over B*Ho*Wo without atomics.
 //   conv_db:             16 channels per workgroup, 16 lanes over the pixels, tree reduction.
 
-struct Params {
+struct ConvParams {
     batch: u32,
     h: u32,
     w: u32,
@@ -26,7 +26,7 @@ struct Params {
     n: u32,   // threads (forward, dx) or weight tiles (dw)
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: ConvParams;
 
 
 // ---- forward

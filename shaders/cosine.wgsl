@@ -12,7 +12,7 @@
 // cos_backward: one thread per (b, i, d), coalesced over d:
 //   ds_i[d] += 2 scale gy (sum_j A_ij s_j[d] - (sum_j C_ij) s_i[d])
 
-struct Params {
+struct CosineParams {
     nb: u32,      // scenes B
     k: u32,       // slots K
     d: u32,       // slot dim D
@@ -20,7 +20,7 @@ struct Params {
     scale: f32,   // 1 / (B K (K-1)), 0 without pairs
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: CosineParams;
 
 const TD: u32 = 32u;
 const EPS: f32 = 1e-8;

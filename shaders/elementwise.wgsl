@@ -84,12 +84,12 @@ fn unary_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 }
 
 // ---------------------------------------------------------------- dst += c * src
-struct AccParams {
+struct AccScaledParams {
     n: u32,
     c: f32,
 }
 
-@group(0) @binding(0) var<uniform> ap: AccParams;
+@group(0) @binding(0) var<uniform> ap: AccScaledParams;
 @group(0) @binding(1) var<storage, read> acc_src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> acc_dst: array<f32>;
 
@@ -104,7 +104,7 @@ fn acc_scaled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 // ---------------------------------------------------------------- broadcasting forward
 // y[i] = a[ia] op b[ib]; i decomposes over the collapsed output dims, and each operand
 // has a stride per dim (0 where it broadcasts). Per-dim fields hold up to 8 dims.
-struct BinParams {
+struct BinaryParams {
     n: u32,
     rank: u32,
     kind: u32, // 0 add, 1 sub, 2 mul
@@ -114,7 +114,7 @@ struct BinParams {
     sb: array<vec4<u32>, 2>,
 }
 
-@group(0) @binding(0) var<uniform> bp: BinParams;
+@group(0) @binding(0) var<uniform> bp: BinaryParams;
 @group(0) @binding(1) var<storage, read> bin_a: array<f32>;
 @group(0) @binding(2) var<storage, read> bin_b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bin_y: array<f32>;
@@ -154,7 +154,7 @@ fn binary_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 // The collapsed dims split into kept dims (the operand varies along them; j decomposes
 // over them) and reduced dims (it broadcasts; the sum runs over them). Each dim carries
 // its size, its output stride and the other operand's stride.
-struct RedParams {
+struct BinaryGradParams {
     n: u32,  // gradient elements (product of kept dims)
     m: u32,  // positions summed per element (product of reduced dims)
     nk: u32, // number of kept dims
@@ -171,7 +171,7 @@ struct RedParams {
     r_oth: array<vec4<u32>, 2>,
 }
 
-@group(0) @binding(0) var<uniform> rp: RedParams;
+@group(0) @binding(0) var<uniform> rp: BinaryGradParams;
 @group(0) @binding(1) var<storage, read> rg_gy: array<f32>;
 @group(0) @binding(2) var<storage, read> rg_other: array<f32>;
 @group(0) @binding(3) var<storage, read_write> rg_g: array<f32>;
@@ -259,7 +259,7 @@ fn binary_grad_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 
 // ---------------------------------------------------------------- row copies
 // dst[r * dst_ld + dst_off + j] (= | +=) src[r * src_ld + src_off + j], j < cols
-struct CopyParams {
+struct CopyColsParams {
     rows: u32,
     cols: u32,
     src_ld: u32,
@@ -269,7 +269,7 @@ struct CopyParams {
     accumulate: u32,
 }
 
-@group(0) @binding(0) var<uniform> cp: CopyParams;
+@group(0) @binding(0) var<uniform> cp: CopyColsParams;
 @group(0) @binding(1) var<storage, read> cp_src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> cp_dst: array<f32>;
 

@@ -2,12 +2,12 @@
 // of h. gi, gh: [rows, 3D]; h, y: [rows, D]. saved = planes r | z | n, each [rows * D].
 // Consecutive threads take consecutive j within a row, so every gate read is coalesced.
 
-struct Params {
+struct GruParams {
     n: u32,   // rows * D
     d: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: GruParams;
 
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));

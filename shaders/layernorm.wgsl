@@ -5,7 +5,7 @@
 // row chunk) writes per-chunk partial sums, then one thread per column adds the chunks.
 // saved = [mean(rows) | rstd(rows) | partials(chunks x 2 x cols)].
 
-struct Params {
+struct LayerNormParams {
     rows: u32,
     cols: u32,
     eps: f32,
@@ -14,7 +14,7 @@ struct Params {
     which: u32,           // wb_reduce: 0 = dw, 1 = db
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: LayerNormParams;
 
 const ROW_WG: u32 = 128u;
 const COL_WG: u32 = 64u;

@@ -8,7 +8,7 @@
 //     workgroup) with a tree in workgroup memory. When both gradients are wanted one kernel
 //     does both, reading gy once.
 
-struct Params {
+struct MixtureParams {
     nb: u32,   // scenes B
     k: u32,    // slots K
     n: u32,    // pixels N
@@ -17,7 +17,7 @@ struct Params {
     cm: u32,    // channels alpha_combine mixes: C - 1 (skip the mask logit) or C
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: MixtureParams;
 
 
 

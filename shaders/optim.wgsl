@@ -7,7 +7,7 @@
 // stats = [norm, clip scale, lr / (1 - beta1^t), sqrt(1 - beta2^t)]; hyper = the last two,
 // uploaded by the host once per step.
 
-struct Params {
+struct AdamParams {
     n: u32,         // elements (sumsq_partial, adam_update) or partial slots (norm_finalize)
     slot: u32,      // first partial slot of this param (sumsq_partial)
     max_norm: f32,  // clip threshold, 0 = no clipping (norm_finalize)
@@ -16,7 +16,7 @@ struct Params {
     eps: f32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: AdamParams;
 
 
 

@@ -2,14 +2,14 @@
 // traffic inside the loop) and a vec4 copy (pure bandwidth). The kernels' measured rates
 // are reported as shares of these.
 
-struct Params {
+struct PeakParams {
     n: u32,      // threads that write a result (fma) / vec4 elements to copy (copy)
     iters: u32,  // loop trips of the FMA kernel
     a: f32,      // multiplier and addend come from the uniform so nothing constant-folds
     b: f32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: PeakParams;
 
 // ---- FMA rate: 8 independent vec4 chains, 2 FMAs each per trip = 64 multiply-adds
 // (128 flops) per thread per trip. Independent chains hide the FMA latency.

@@ -3,12 +3,12 @@
 // reduction in workgroup memory; the inputs are small enough (<= a few M floats) that
 // one pass is cheaper than a multi-pass tree of dispatches.
 
-struct Params {
+struct ReduceParams {
     n: u32,       // element count
     scale: f32,   // 1 for sum, 1/n for mean and mse
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: ReduceParams;
 
 
 

@@ -6,13 +6,13 @@
 // _wg kernels: one workgroup per contiguous line (inner == 1, long len) with tree
 //   reductions for the max and the sums.
 
-struct Params {
+struct SoftmaxParams {
     outer: u32,
     len: u32,
     inner: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: SoftmaxParams;
 
 
 fn tree_max(lid: u32, v: f32) -> f32 {

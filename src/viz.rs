@@ -5,13 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use image::{Rgb, RgbImage};
-
-/// A fixed palette; slot k gets PALETTE[k % len].
-pub const PALETTE: [[u8; 3]; 16] = [
-    [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-    [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255],
-    [170, 110, 40], [255, 250, 200], [128, 0, 0], [170, 255, 195],
-];
+use slotforge_spectral::Segmentation;
 
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     let mut bytes = Vec::new();
@@ -181,7 +175,7 @@ pub fn render_xy<S: AsRef<str>>(title: &str, x_name: &str, series: &[(S, Vec<(f3
 pub fn labels_image(labels: &[u32], (h, w): (usize, usize), scale: u32) -> RgbImage {
     let mut img = RgbImage::new(w as u32 * scale, h as u32 * scale);
     for (i, l) in labels.iter().enumerate() {
-        let c = if *l == 0 { [0, 0, 0] } else { PALETTE[(*l as usize - 1) % PALETTE.len()] };
+        let c = if *l == 0 { [0, 0, 0] } else { palette(*l as usize - 1) };
         let (y, x) = ((i / w) as u32, (i % w) as u32);
         for dy in 0..scale {
             for dx in 0..scale {
@@ -231,4 +225,210 @@ pub fn titled_row(panels: &[(String, RgbImage)]) -> RgbImage {
         })
         .collect();
     hconcat(&titled)
+}
+
+// ---------------------------------------------------------------------------------------
+// spectral segmentation pictures
+
+const PALETTE: [[u8; 3]; 20] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [127, 127, 127],
+    [188, 189, 34],
+    [23, 190, 207],
+    [174, 199, 232],
+    [255, 187, 120],
+    [152, 223, 138],
+    [255, 152, 150],
+    [197, 176, 213],
+    [196, 156, 148],
+    [247, 182, 210],
+    [199, 199, 199],
+    [219, 219, 141],
+    [158, 218, 229],
+];
+
+/// Colour of segment / slot `i` (the same in both pictures).
+pub fn palette(i: usize) -> [u8; 3] {
+    if i < PALETTE.len() {
+        return PALETTE[i];
+    }
+    // golden-ratio hues beyond the fixed palette
+    let h = ((i as f64) * 0.618_033_988_75).fract() * 6.0;
+    let x = 1.0 - (h % 2.0 - 1.0).abs();
+    let (r, g, b) = match h as usize {
+        0 => (1.0, x, 0.0),
+        1 => (x, 1.0, 0.0),
+        2 => (0.0, 1.0, x),
+        3 => (0.0, x, 1.0),
+        4 => (x, 0.0, 1.0),
+        _ => (1.0, 0.0, x),
+    };
+    let c = |v: f64| (60.0 + 170.0 * v) as u8;
+    [c(r), c(g), c(b)]
+}
+
+fn mosaic(panels: &[RgbImage], cols: usize, gap: u32) -> RgbImage {
+    if panels.is_empty() {
+        return RgbImage::from_pixel(1, 1, Rgb([255, 255, 255]));
+    }
+    let cols = cols.clamp(1, panels.len());
+    let rows = panels.len().div_ceil(cols);
+    let pw = panels.iter().map(|p| p.width()).max().unwrap_or(1);
+    let ph = panels.iter().map(|p| p.height()).max().unwrap_or(1);
+    let w = cols as u32 * pw + (cols as u32 + 1) * gap;
+    let h = rows as u32 * ph + (rows as u32 + 1) * gap;
+    let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
+    for (i, p) in panels.iter().enumerate() {
+        let x0 = gap + (i % cols) as u32 * (pw + gap);
+        let y0 = gap + (i / cols) as u32 * (ph + gap);
+        for (x, y, px) in p.enumerate_pixels() {
+            img.put_pixel(x0 + x, y0 + y, *px);
+        }
+    }
+    img
+}
+
+/// One scene's picture: its spectral segments (left) and its slot groups (right) over the
+/// token grid, each cell `scale x scale` pixels, one colour per segment / group.
+pub fn render_segments(seg: &Segmentation, scale: u32) -> RgbImage {
+    let (h, w) = seg.grid;
+    let s = scale.max(1);
+    let gap = s.max(2);
+    let pw = w as u32 * s;
+    let mut img = RgbImage::from_pixel(2 * pw + gap, h as u32 * s, Rgb([255, 255, 255]));
+    for (panel, labels) in [&seg.labels, &seg.groups].into_iter().enumerate() {
+        let x0 = panel as u32 * (pw + gap);
+        for (i, &l) in labels.iter().enumerate() {
+            let (r, c) = ((i / w) as u32, (i % w) as u32);
+            let col = Rgb(palette(l as usize));
+            for dy in 0..s {
+                for dx in 0..s {
+                    img.put_pixel(x0 + c * s + dx, r * s + dy, col);
+                }
+            }
+        }
+    }
+    img
+}
+
+/// Write the segments of a batch of scenes as one PNG (a grid of [`render_segments`] panels).
+pub fn write_segments_png<S: AsRef<Segmentation>>(
+    path: impl AsRef<Path>,
+    segs: &[S],
+    scale: u32,
+) -> Result<()> {
+    let panels: Vec<RgbImage> = segs
+        .iter()
+        .map(|s| render_segments(s.as_ref(), scale))
+        .collect();
+    mosaic(&panels, 4, 6).save(path.as_ref())?;
+    Ok(())
+}
+
+
+/// One scene's PCA scatter of its `k` initial slots `[k, d]`: a dot per slot in the slot's
+/// palette colour (slot `s < num_segments` has its segment's colour in the segments picture),
+/// gray axes through the slot mean, and a black cross at the projection of the zero vector
+/// (clamped to the border, drawn as a square, when it lies outside the panel).
+pub fn render_slot_pca(slots: &[f32], k: usize, d: usize, size: u32) -> RgbImage {
+    assert_eq!(slots.len(), k * d, "slots must be [k, d]");
+    let size = size.max(32);
+    let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
+    let half = size as f64 / 2.0;
+    for t in 0..size {
+        img.put_pixel(t, size / 2, Rgb([215, 215, 215]));
+        img.put_pixel(size / 2, t, Rgb([215, 215, 215]));
+    }
+    for t in 0..size {
+        for (x, y) in [(t, 0), (t, size - 1), (0, t), (size - 1, t)] {
+            img.put_pixel(x, y, Rgb([160, 160, 160]));
+        }
+    }
+    if k == 0 || d == 0 {
+        return img;
+    }
+    let (coords, origin) = slotforge_spectral::init::slot_pca(slots, k, d);
+    let extent = coords
+        .iter()
+        .flat_map(|c| [c[0].abs(), c[1].abs()])
+        .fold(0.0f64, f64::max);
+    let sc = if extent > 0.0 && extent.is_finite() {
+        0.8 * half / extent
+    } else {
+        0.0
+    };
+    let to_px = |c: [f64; 2]| (half + c[0] * sc, half - c[1] * sc);
+    let put = |img: &mut RgbImage, x: i64, y: i64, col: [u8; 3]| {
+        if x >= 0 && y >= 0 && (x as u32) < size && (y as u32) < size {
+            img.put_pixel(x as u32, y as u32, Rgb(col));
+        }
+    };
+    // origin marker
+    let (ox, oy) = to_px(origin);
+    let inside = ox.is_finite()
+        && oy.is_finite()
+        && ox >= 3.0
+        && oy >= 3.0
+        && ox <= size as f64 - 4.0
+        && oy <= size as f64 - 4.0;
+    let cx = if ox.is_finite() {
+        ox.clamp(3.0, size as f64 - 4.0)
+    } else {
+        half
+    };
+    let cy = if oy.is_finite() {
+        oy.clamp(3.0, size as f64 - 4.0)
+    } else {
+        half
+    };
+    let (cx, cy) = (cx.round() as i64, cy.round() as i64);
+    for t in -3i64..=3 {
+        if inside {
+            put(&mut img, cx + t, cy + t, [0, 0, 0]);
+            put(&mut img, cx + t, cy - t, [0, 0, 0]);
+        } else {
+            for u in -3i64..=3 {
+                put(&mut img, cx + t, cy + u, [0, 0, 0]);
+            }
+        }
+    }
+    let r = (size as i64 / 40).max(3);
+    for (i, c) in coords.iter().enumerate() {
+        let (x, y) = to_px(*c);
+        let (x, y) = (x.round() as i64, y.round() as i64);
+        for dy in -r - 1..=r + 1 {
+            for dx in -r - 1..=r + 1 {
+                let q = dx * dx + dy * dy;
+                if q <= r * r {
+                    put(&mut img, x + dx, y + dy, palette(i));
+                } else if q <= (r + 1) * (r + 1) {
+                    put(&mut img, x + dx, y + dy, [40, 40, 40]);
+                }
+            }
+        }
+    }
+    img
+}
+
+/// Write the PCA scatter of the initial slots `[b, k, d]` of a batch, one panel per scene.
+pub fn write_slot_pca_png(
+    path: impl AsRef<Path>,
+    slots: &[f32],
+    b: usize,
+    k: usize,
+    d: usize,
+    size: u32,
+) -> Result<()> {
+    assert_eq!(slots.len(), b * k * d, "slots must be [b, k, d]");
+    let panels: Vec<RgbImage> = (0..b)
+        .map(|i| render_slot_pca(&slots[i * k * d..(i + 1) * k * d], k, d, size))
+        .collect();
+    mosaic(&panels, 4, 6).save(path.as_ref())?;
+    Ok(())
 }

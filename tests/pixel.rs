@@ -64,11 +64,11 @@ fn broadcast_conv_equals_the_conv_of_the_broadcast() {
         let mut ex = Executor::new(g, Device::Cpu).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(k as u64);
         for (v, n) in [(slots, s * d), (pos, h * w * d), (wt, c * d * k * k), (b, c)] {
-            ex.set(v, &uniform(&mut rng, n, -1.0, 1.0));
+            ex.set(v, &uniform(&mut rng, n, -1.0, 1.0)).unwrap();
         }
-        ex.set(taps, &broadcast_taps(h, w, k).repeat(s));
-        ex.forward();
-        let (a, e) = (ex.get(fast), ex.get(slow));
+        ex.set(taps, &broadcast_taps(h, w, k).repeat(s)).unwrap();
+        ex.forward().unwrap();
+        let (a, e) = (ex.get(fast).unwrap(), ex.get(slow).unwrap());
         let worst = a.iter().zip(&e).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         println!("ERR broadcast_conv k={k} {h}x{w}: max abs diff {worst:.2e}");
         assert!(worst < 1e-5, "k={k} {h}x{w}: broadcast_conv differs from the direct conv by {worst}");
@@ -139,14 +139,14 @@ fn pixel_model_gradients_match_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let images = values("input.images", b * cfg.height * cfg.width * 3, &mut rng).unwrap();
     let noise = common::randn(&mut rng, b * cfg.num_slots * cfg.slot_dim);
-    m.set_inputs(&images, &noise, None, 0.5);
-    m.ex.forward_backward(m.vars.out.total);
+    m.set_inputs(&images, &noise, None, 0.5).unwrap();
+    m.ex.forward_backward(m.vars.out.total).unwrap();
     let total = m.vars.out.total;
-    let all_scale = m.vars.params.iter().map(|(_, v)| m.ex.get_grad(*v).unwrap().iter().fold(0f32, |a, x| a.max(x.abs()))).fold(0f32, f32::max);
+    let all_scale = m.vars.params.iter().map(|(_, v)| m.ex.get_grad(*v).unwrap().unwrap().iter().fold(0f32, |a, x| a.max(x.abs()))).fold(0f32, f32::max);
     let mut worst = (0f32, String::new());
     for (name, var) in m.vars.params.clone() {
-        let grad = m.ex.get_grad(var).unwrap();
-        let base = m.ex.get(var);
+        let grad = m.ex.get_grad(var).unwrap().unwrap();
+        let base = m.ex.get(var).unwrap();
         // an analytically zero gradient (norm_slots.bias: a shift shared by every slot cancels
         // in the softmax over slots) is measured against 1e-3 of the model's gradient scale
         let scale = grad.iter().fold(0f32, |a, x| a.max(x.abs())).max(1e-3 * all_scale);
@@ -156,14 +156,14 @@ fn pixel_model_gradients_match_finite_differences() {
             let mut fd_at = |h: f32| {
                 let mut p = base.clone();
                 p[i] = base[i] + h;
-                m.ex.set(var, &p);
-                m.ex.forward();
-                let lp = m.ex.get(total)[0] as f64;
+                m.ex.set(var, &p).unwrap();
+                m.ex.forward().unwrap();
+                let lp = m.ex.get(total).unwrap()[0] as f64;
                 p[i] = base[i] - h;
-                m.ex.set(var, &p);
-                m.ex.forward();
-                let lm = m.ex.get(total)[0] as f64;
-                m.ex.set(var, &base);
+                m.ex.set(var, &p).unwrap();
+                m.ex.forward().unwrap();
+                let lm = m.ex.get(total).unwrap()[0] as f64;
+                m.ex.set(var, &base).unwrap();
                 ((lp - lm) / (2.0 * h as f64)) as f32
             };
             let diff = [1e-2, 2e-3].map(|h| (fd_at(h) - grad[i]).abs()).into_iter().fold(f32::MAX, f32::min);
@@ -198,18 +198,18 @@ fn pixel_model_outputs_and_gradients_agree_cpu_gpu() {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let images = values("input.images", b * cfg.height * cfg.width * 3, &mut rng).unwrap();
         let noise = common::randn(&mut rng, b * cfg.num_slots * cfg.slot_dim);
-        m.set_inputs(&images, &noise, None, 0.5);
-        m.ex.forward_backward(m.vars.out.total);
+        m.set_inputs(&images, &noise, None, 0.5).unwrap();
+        m.ex.forward_backward(m.vars.out.total).unwrap();
         let v = m.vars.clone();
         let mut out: Vec<(String, Vec<f32>)> = [
             ("slots", v.out.slots), ("attn", v.out.attn), ("alpha", v.out.alpha), ("recon", v.recon), ("decoded", v.decoded),
             ("mse", v.out.mse), ("diversity", v.out.diversity), ("total", v.out.total),
         ]
         .iter()
-        .map(|(n, var)| (n.to_string(), m.ex.get(*var)))
+        .map(|(n, var)| (n.to_string(), m.ex.get(*var).unwrap()))
         .collect();
         for (name, var) in &v.params {
-            out.push((format!("grad.{name}"), m.ex.get_grad(*var).unwrap()));
+            out.push((format!("grad.{name}"), m.ex.get_grad(*var).unwrap().unwrap()));
         }
         out
     };
@@ -342,7 +342,7 @@ fn pixel_checkpoint_round_trips_and_evaluates() {
     // load into a fresh model and save again: identical tensors and metadata
     let mut m = PixelModel::new(&cfg, 4, Device::Cpu).unwrap();
     m.set_params(&file).unwrap();
-    let again = m.get_params();
+    let again = m.get_params().unwrap();
     assert_eq!(again.tensors, file.tensors);
     assert_eq!(again.metadata["slotforge.config"], file.metadata["slotforge.config"]);
     // `eval` scores a pixel checkpoint at image resolution, as training did

@@ -45,8 +45,8 @@ fn check_reference(file: &str, device: Device) {
     let backend = device.name();
     let mut m = FeatureModel::new(&cfg, b, device).unwrap();
     m.set_params(&refs).unwrap();
-    m.set_inputs(&feats.data, &refs.get("input.noise").unwrap().data, None, w_div);
-    m.ex.forward_backward(m.vars.out.total);
+    m.set_inputs(&feats.data, &refs.get("input.noise").unwrap().data, None, w_div).unwrap();
+    m.ex.forward_backward(m.vars.out.total).unwrap();
 
     let grad_scale = refs
         .tensors
@@ -64,16 +64,16 @@ fn check_reference(file: &str, device: Device) {
         worst = worst.max(e);
     };
     let v = m.vars.clone();
-    check("output.slots", m.ex.get(v.out.slots));
-    check("output.attn", m.ex.get(v.out.attn));
-    check("output.alpha", m.ex.get(v.out.alpha));
-    check("output.recon", m.ex.get(v.recon));
-    check("loss.mse", m.ex.get(v.out.mse));
-    check("loss.diversity", m.ex.get(v.out.diversity));
-    check("loss.total", m.ex.get(v.out.total));
-    check("loss.mean_slot_similarity", m.ex.get(v.out.similarity));
+    check("output.slots", m.ex.get(v.out.slots).unwrap());
+    check("output.attn", m.ex.get(v.out.attn).unwrap());
+    check("output.alpha", m.ex.get(v.out.alpha).unwrap());
+    check("output.recon", m.ex.get(v.recon).unwrap());
+    check("loss.mse", m.ex.get(v.out.mse).unwrap());
+    check("loss.diversity", m.ex.get(v.out.diversity).unwrap());
+    check("loss.total", m.ex.get(v.out.total).unwrap());
+    check("loss.mean_slot_similarity", m.ex.get(v.out.similarity).unwrap());
     for (name, var) in &v.params {
-        check(&format!("grad.{name}"), m.ex.get_grad(*var).unwrap());
+        check(&format!("grad.{name}"), m.ex.get_grad(*var).unwrap().unwrap());
     }
     println!("REF {file} backend={backend} worst={worst:.2e}");
 }
@@ -87,11 +87,11 @@ fn check_input_grad(file: &str, device: Device) {
     let feats = refs.get("input.features").unwrap();
     let mut m = FeatureModel::new_with_input_grad(&cfg, feats.shape[0], device).unwrap();
     m.set_params(&refs).unwrap();
-    m.set_inputs(&feats.data, &refs.get("input.noise").unwrap().data, None, w_div);
-    m.ex.forward_backward(m.vars.out.total);
-    let got = m.ex.get_grad(m.vars.features).unwrap();
+    m.set_inputs(&feats.data, &refs.get("input.noise").unwrap().data, None, w_div).unwrap();
+    m.ex.forward_backward(m.vars.out.total).unwrap();
+    let got = m.ex.get_grad(m.vars.features).unwrap().unwrap();
     let e = scaled_err_floor(&got, &refs.get("grad.input.features").unwrap().data, 0.0);
-    println!("REF {file} backend={} grad.input.features: max_rel_err={e:.2e}", m.ex.device.name());
+    println!("REF {file} backend={} grad.input.features: max_rel_err={e:.2e}", m.ex.device().name());
     assert!(e <= 1e-5, "grad.input.features off by {e:.2e}");
 }
 

@@ -1,40 +1,29 @@
-//! Every file in `shaders/` parses and validates with naga, so a WGSL error fails
-//! `cargo test` even on a machine without any adapter.
+//! The application's shaders validate and translate for every backend, its kernel parameter
+//! structs match the WGSL ones, and every file in `shaders/` belongs to one crate's op.
 
-use std::path::Path;
+#[path = "../crates/slotforge-engine/tests/support/shaders.rs"]
+mod shaders;
+
+use slotforge::ops::{app_kernel_params, APP_SHADERS};
 
 #[test]
-fn every_shader_parses_and_validates() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let mut count = 0;
-    let mut failures = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("wgsl") {
-            continue;
-        }
-        count += 1;
-        // as the `shader!` macro builds them: shaders/common.wgsl, then the file
-        let common = std::fs::read_to_string(dir.join("common.wgsl")).unwrap();
-        let own = std::fs::read_to_string(&path).unwrap();
-        let src = if path.ends_with("common.wgsl") { own } else { common + &own };
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let module = match naga::front::wgsl::parse_str(&src) {
-            Ok(m) => m,
-            Err(e) => {
-                failures.push(e.emit_to_string_with_path(&src, &name));
-                continue;
-            }
-        };
-        let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default());
-        if let Err(e) = v.validate(&module) {
-            failures.push(format!("{name}: {}", e.emit_to_string(&src)));
-            continue;
-        }
-        let entries = module.entry_points.len();
-        assert!(entries > 0 || name == "common.wgsl", "{name} has no entry point");
-        println!("validated {name}: {entries} entry points");
-    }
-    assert!(count > 0, "no shaders found in {}", dir.display());
-    assert!(failures.is_empty(), "shader errors:\n{}", failures.join("\n"));
+fn app_shaders_translate_and_params_match() {
+    let mut names = APP_SHADERS.to_vec();
+    names.push("peak");
+    let mut params = app_kernel_params();
+    params.push(slotforge_engine::params::ParamsLayout::of::<slotforge::bench::PeakParams>());
+    shaders::check_all(&names, &params);
+}
+
+#[test]
+fn every_shader_file_is_embedded_by_one_crate() {
+    let mut owned: Vec<&str> = slotforge_engine::ops::SHADERS.iter().chain(APP_SHADERS).copied().collect();
+    owned.extend(["peak", "common"]);
+    owned.sort();
+    let mut files: Vec<String> = std::fs::read_dir(shaders::shader_dir())
+        .unwrap()
+        .filter_map(|e| e.unwrap().path().file_stem().map(|s| s.to_string_lossy().to_string()))
+        .collect();
+    files.sort();
+    assert_eq!(files, owned, "shaders/ and the crates' shader lists differ");
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use slotforge::spectral::*;
+use slotforge::viz::{render_segments, write_segments_png, write_slot_pca_png};
 
 const H: usize = 16;
 const W: usize = 16;

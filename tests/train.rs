@@ -179,11 +179,11 @@ fn family_guide_matches_its_formula_on_both_backends() {
     let run = |device: Device| {
         let mut m = FeatureModel::new_with_input_grad(&cfg, b, device).unwrap();
         m.set_params(&params).unwrap();
-        m.set_inputs(&features, &noise, None, 1e-4);
-        m.set_guide(&targets, 1.0);
-        m.ex.forward_backward(m.vars.out.total);
+        m.set_inputs(&features, &noise, None, 1e-4).unwrap();
+        m.set_guide(&targets, 1.0).unwrap();
+        m.ex.forward_backward(m.vars.out.total).unwrap();
         let o = m.vars.out;
-        (m.ex.get(o.alpha), m.ex.get(o.attn), m.ex.get(o.guide)[0], m.ex.get_grad(m.vars.features).unwrap())
+        (m.ex.get(o.alpha).unwrap(), m.ex.get(o.attn).unwrap(), m.ex.get(o.guide).unwrap()[0], m.ex.get_grad(m.vars.features).unwrap().unwrap())
     };
     let host = |alpha: &[f32], att: &[f32]| -> f64 {
         let (mut ea, mut et) = (0f64, 0f64);

@@ -199,7 +199,7 @@ impl Model {
         }
     }
 
-    pub fn get_params(&self) -> TensorFile {
+    pub fn get_params(&self) -> Result<TensorFile> {
         match self {
             Model::Feature(m) => m.get_params(),
             Model::Pixel(m) => m.get_params(),
@@ -258,22 +258,21 @@ impl Model {
     }
 
     /// Turn on mask guidance for this batch (after `feed`); see [`SpectralVars::feed_guide`].
-    pub fn set_guide(&mut self, targets: &GuideTargets, weight: f32) {
+    pub fn set_guide(&mut self, targets: &GuideTargets, weight: f32) -> Result<()> {
         let spectral = self.spectral();
-        spectral.feed_guide(self.ex_mut(), targets, weight);
+        Ok(spectral.feed_guide(self.ex_mut(), targets, weight)?)
     }
 
     /// Feed the given scenes of `data` (exactly one batch), the init noise [B, K, D], the
     /// spectral segment weights [B, N, K] (None: the random init) and the diversity weight.
     pub fn feed(&mut self, data: &Dataset, scenes: &[usize], noise: &[f32], segments: Option<&[f32]>, diversity_weight: f32) -> Result<()> {
         let inputs = data.model_inputs(scenes)?;
-        self.feed_inputs(&inputs, noise, segments, diversity_weight);
-        Ok(())
+        self.feed_inputs(&inputs, noise, segments, diversity_weight)
     }
 
     /// [`feed`](Self::feed) with the batch already read (`Dataset::model_inputs`): features
     /// [B, N, F], or images [B, H, W, 3] in [0, 1].
-    pub fn feed_inputs(&mut self, inputs: &[f32], noise: &[f32], segments: Option<&[f32]>, diversity_weight: f32) {
+    pub fn feed_inputs(&mut self, inputs: &[f32], noise: &[f32], segments: Option<&[f32]>, diversity_weight: f32) -> Result<()> {
         match self {
             Model::Feature(m) => m.set_inputs(inputs, noise, segments, diversity_weight),
             Model::Pixel(m) => m.set_inputs(&scale_images(inputs), noise, segments, diversity_weight),

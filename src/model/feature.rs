@@ -19,6 +19,7 @@ use super::ModelConfig;
 use crate::backend::Device;
 use crate::exec::Executor;
 use crate::graph::{Graph, Var};
+use sa::{Modules, SlotOps};
 
 /// Handles to the variables a caller feeds or reads.
 #[derive(Clone, Debug)]
@@ -155,8 +156,8 @@ impl FeatureModel {
         cfg.validate()?;
         let (g, vars) = build(cfg, batch, features_grad);
         let mut ex = Executor::new(g, device)?;
-        vars.spectral.set_constants(&mut ex);
-        vars.spectral.feed_defaults(&mut ex, None);
+        vars.spectral.set_constants(&mut ex)?;
+        vars.spectral.feed_defaults(&mut ex, None)?;
         Ok(FeatureModel { cfg: cfg.clone(), batch, vars, ex })
     }
 
@@ -165,20 +166,20 @@ impl FeatureModel {
         super::load_params(&mut self.ex, &self.vars.params, params)
     }
 
-    pub fn get_params(&self) -> crate::checkpoint::TensorFile {
+    pub fn get_params(&self) -> Result<crate::checkpoint::TensorFile> {
         super::save_params(&self.ex, &self.vars.params, serde_json::to_string(&self.cfg).unwrap())
     }
 
     /// Feed one batch of inputs.
-    pub fn set_inputs(&mut self, features: &[f32], noise: &[f32], segments: Option<&[f32]>, diversity_weight: f32) {
-        self.ex.set(self.vars.features, features);
-        self.ex.set(self.vars.noise, noise);
-        self.ex.set(self.vars.diversity_weight, &[diversity_weight]);
-        self.vars.spectral.feed_defaults(&mut self.ex, segments);
+    pub fn set_inputs(&mut self, features: &[f32], noise: &[f32], segments: Option<&[f32]>, diversity_weight: f32) -> Result<()> {
+        self.ex.set(self.vars.features, features)?;
+        self.ex.set(self.vars.noise, noise)?;
+        self.ex.set(self.vars.diversity_weight, &[diversity_weight])?;
+        Ok(self.vars.spectral.feed_defaults(&mut self.ex, segments)?)
     }
 
     /// Turn on mask guidance for this batch (after `set_inputs`); see [`sa::SpectralVars::feed_guide`].
-    pub fn set_guide(&mut self, targets: &GuideTargets, weight: f32) {
-        self.vars.spectral.feed_guide(&mut self.ex, targets, weight);
+    pub fn set_guide(&mut self, targets: &GuideTargets, weight: f32) -> Result<()> {
+        Ok(self.vars.spectral.feed_guide(&mut self.ex, targets, weight)?)
     }
 }

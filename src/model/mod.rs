@@ -21,21 +21,21 @@ use crate::graph::Var;
 pub fn load_params(ex: &mut Executor, named: &[(String, Var)], file: &TensorFile) -> anyhow::Result<()> {
     for (name, var) in named {
         let t = file.get(name)?;
-        let want = ex.graph.shape(*var).to_vec();
+        let want = ex.graph().shape(*var).to_vec();
         anyhow::ensure!(t.shape == want, "parameter {name}: checkpoint shape {:?}, model expects {:?}", t.shape, want);
-        ex.set(*var, &t.data);
+        ex.set(*var, &t.data)?;
     }
     Ok(())
 }
 
 /// Named parameters of an executor as a checkpoint, with `config_json` as `slotforge.config`.
-pub fn save_params(ex: &Executor, named: &[(String, Var)], config_json: String) -> TensorFile {
+pub fn save_params(ex: &Executor, named: &[(String, Var)], config_json: String) -> anyhow::Result<TensorFile> {
     let mut out = TensorFile::default();
     for (name, var) in named {
-        out.insert(name, ex.graph.shape(*var), ex.get(*var));
+        out.insert(name, ex.graph().shape(*var), ex.get(*var)?);
     }
     out.metadata.insert("slotforge.config".into(), config_json);
-    out
+    Ok(out)
 }
 
 /// The `slotforge.config` metadata of a checkpoint.

@@ -32,6 +32,7 @@ use crate::backend::Device;
 use crate::checkpoint::TensorFile;
 use crate::exec::Executor;
 use crate::graph::{Graph, Var};
+use sa::{Modules, SlotOps};
 
 /// The pixel model's sizes: the `slotforge.config` metadata of its checkpoints, next to
 /// `"model": "pixel"` (see [`super::AnyConfig`]).
@@ -287,11 +288,11 @@ impl PixelModel {
         cfg.validate()?;
         let (g, vars) = build(cfg, batch);
         let mut ex = Executor::new(g, device)?;
-        ex.set(vars.grid, &position_grid(cfg.height, cfg.width));
+        ex.set(vars.grid, &position_grid(cfg.height, cfg.width))?;
         let taps = broadcast_taps(cfg.height, cfg.width, cfg.dec_kernel);
-        ex.set(vars.taps, &taps.repeat(batch * cfg.num_slots));
-        vars.spectral.set_constants(&mut ex);
-        vars.spectral.feed_defaults(&mut ex, None);
+        ex.set(vars.taps, &taps.repeat(batch * cfg.num_slots))?;
+        vars.spectral.set_constants(&mut ex)?;
+        vars.spectral.feed_defaults(&mut ex, None)?;
         Ok(PixelModel { cfg: cfg.clone(), batch, vars, ex })
     }
 
@@ -300,17 +301,17 @@ impl PixelModel {
         super::load_params(&mut self.ex, &self.vars.params, params)
     }
 
-    pub fn get_params(&self) -> TensorFile {
+    pub fn get_params(&self) -> Result<TensorFile> {
         super::save_params(&self.ex, &self.vars.params, super::AnyConfig::Pixel(self.cfg.clone()).to_json())
     }
 
     /// Feed one batch: `images` [B, H, W, 3] already scaled to [-1, 1] (see [`scale_images`]),
     /// and the spectral segment weights [B, N, K] (None: the random init).
-    pub fn set_inputs(&mut self, images: &[f32], noise: &[f32], segments: Option<&[f32]>, diversity_weight: f32) {
-        self.ex.set(self.vars.images, images);
-        self.ex.set(self.vars.noise, noise);
-        self.ex.set(self.vars.diversity_weight, &[diversity_weight]);
-        self.vars.spectral.feed_defaults(&mut self.ex, segments);
+    pub fn set_inputs(&mut self, images: &[f32], noise: &[f32], segments: Option<&[f32]>, diversity_weight: f32) -> Result<()> {
+        self.ex.set(self.vars.images, images)?;
+        self.ex.set(self.vars.noise, noise)?;
+        self.ex.set(self.vars.diversity_weight, &[diversity_weight])?;
+        Ok(self.vars.spectral.feed_defaults(&mut self.ex, segments)?)
     }
 }
 

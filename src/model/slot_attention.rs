@@ -13,26 +13,32 @@ use std::collections::HashMap;
 
 use crate::exec::Executor;
 use crate::graph::{Graph, Var};
+pub(crate) use crate::ops::SlotOps;
 
 /// LayerNorm eps, as PyTorch's default.
 pub const LN_EPS: f32 = 1e-5;
 
-impl Graph {
-    /// PyTorch LayerNorm with parameters `{name}.{weight,bias}`.
-    pub(crate) fn ln(&mut self, x: Var, p: &HashMap<String, Var>, name: &str) -> Var {
+/// PyTorch modules built from their named parameters (`{name}.weight`, ...), so that the
+/// model code reads like the PyTorch module it mirrors and its checkpoints keep PyTorch names.
+pub(crate) trait Modules {
+    /// LayerNorm with parameters `{name}.{weight,bias}`.
+    fn ln(&mut self, x: Var, p: &HashMap<String, Var>, name: &str) -> Var;
+    /// Linear with parameters `{name}.weight` and, if present, `{name}.bias`.
+    fn dense(&mut self, x: Var, p: &HashMap<String, Var>, name: &str, relu: bool) -> Var;
+    /// GRUCell with parameters `{name}.{weight_ih,weight_hh,bias_ih,bias_hh}`.
+    fn gru(&mut self, x: Var, h: Var, p: &HashMap<String, Var>, name: &str) -> Var;
+}
+
+impl Modules for Graph {
+    fn ln(&mut self, x: Var, p: &HashMap<String, Var>, name: &str) -> Var {
         self.layer_norm(x, p[&format!("{name}.weight")], p[&format!("{name}.bias")], LN_EPS)
     }
-
-    /// PyTorch Linear with parameters `{name}.weight` and, if present, `{name}.bias`.
-    pub(crate) fn dense(&mut self, x: Var, p: &HashMap<String, Var>, name: &str, relu: bool) -> Var {
+    fn dense(&mut self, x: Var, p: &HashMap<String, Var>, name: &str, relu: bool) -> Var {
         self.linear(x, p[&format!("{name}.weight")], p.get(&format!("{name}.bias")).copied(), relu)
     }
-
-    /// PyTorch's GRUCell, gates (r, z, n): the two projections are GEMMs, the rest one fused op.
-    pub fn gru_cell(&mut self, x: Var, h: Var, p: &HashMap<String, Var>, name: &str) -> Var {
-        let gi = self.linear(x, p[&format!("{name}.weight_ih")], Some(p[&format!("{name}.bias_ih")]), false);
-        let gh = self.linear(h, p[&format!("{name}.weight_hh")], Some(p[&format!("{name}.bias_hh")]), false);
-        self.gru_gates(gi, gh, h)
+    fn gru(&mut self, x: Var, h: Var, p: &HashMap<String, Var>, name: &str) -> Var {
+        let w = |s: &str| p[&format!("{name}.{s}")];
+        self.gru_cell(x, h, w("weight_ih"), w("weight_hh"), w("bias_ih"), w("bias_hh"))
     }
 }
 
@@ -86,7 +92,7 @@ pub fn slot_attention(g: &mut Graph, p: &HashMap<String, Var>, inputs: Var, slot
         attn = g.softmax(logits, 2); // over slots: slots compete for tokens
         let w = g.attn_renorm(attn, eps); // weighted mean over tokens
         let updates = g.matmul(w, values, true, false); // [B, K, D]
-        slots = g.gru_cell(updates, slots, p, "slot_attention.gru");
+        slots = g.gru(updates, slots, p, "slot_attention.gru");
         let m = g.ln(slots, p, "slot_attention.norm_mlp");
         let m = g.dense(m, p, "slot_attention.mlp.layers.0", true);
         let m = g.dense(m, p, "slot_attention.mlp.layers.1", false);
@@ -192,35 +198,35 @@ impl SpectralVars {
     }
 
     /// Set the constant: the init LayerNorm's affine (ones, zeros). Once, after building.
-    pub fn set_constants(&self, ex: &mut Executor) {
-        let d = ex.graph.len(self.init_norm.0);
-        ex.set(self.init_norm.0, &vec![1.0; d]);
-        ex.set(self.init_norm.1, &vec![0.0; d]);
+    pub fn set_constants(&self, ex: &mut Executor) -> slotforge_engine::Result<()> {
+        let d = ex.graph().len(self.init_norm.0);
+        ex.set(self.init_norm.0, &vec![1.0; d])?;
+        ex.set(self.init_norm.1, &vec![0.0; d])
     }
 
     /// Feed a batch's spectral segment weights (None: zeros, the random init), guidance off.
-    pub fn feed_defaults(&self, ex: &mut Executor, segments: Option<&[f32]>) {
-        let seg_len = ex.graph.len(self.segments);
+    pub fn feed_defaults(&self, ex: &mut Executor, segments: Option<&[f32]>) -> slotforge_engine::Result<()> {
+        let seg_len = ex.graph().len(self.segments);
         match segments {
-            Some(s) => ex.set(self.segments, s),
-            None => ex.set(self.segments, &vec![0.0; seg_len]),
+            Some(s) => ex.set(self.segments, s)?,
+            None => ex.set(self.segments, &vec![0.0; seg_len])?,
         }
-        ex.set(self.guide_weight, &[0.0]);
-        let scale_len = ex.graph.len(self.guide_scale);
-        ex.set(self.guide_scale, &vec![1.0; scale_len]);
-        let shape = ex.graph.shape(self.guide_family).to_vec();
+        ex.set(self.guide_weight, &[0.0])?;
+        let scale_len = ex.graph().len(self.guide_scale);
+        ex.set(self.guide_scale, &vec![1.0; scale_len])?;
+        let shape = ex.graph().shape(self.guide_family).to_vec();
         let (b, k) = (shape[0], shape[1]);
         let identity: Vec<f32> = (0..b * k * k).map(|i| if i % k == (i / k) % k { 1.0 } else { 0.0 }).collect();
-        ex.set(self.guide_family, &identity);
+        ex.set(self.guide_family, &identity)
     }
 
     /// Turn on mask guidance for this batch (after the inputs): the targets, scale and family
     /// matrix of [`GuideTargets`] (from `SegmentCache::guide_targets`), and the weight.
-    pub fn feed_guide(&self, ex: &mut Executor, targets: &GuideTargets, weight: f32) {
-        ex.set(self.guide_scale, &targets.scale);
-        ex.set(self.guide_masks, &targets.masks);
-        ex.set(self.guide_attn, &targets.attn);
-        ex.set(self.guide_family, &targets.family);
-        ex.set(self.guide_weight, &[weight]);
+    pub fn feed_guide(&self, ex: &mut Executor, targets: &GuideTargets, weight: f32) -> slotforge_engine::Result<()> {
+        ex.set(self.guide_scale, &targets.scale)?;
+        ex.set(self.guide_masks, &targets.masks)?;
+        ex.set(self.guide_attn, &targets.attn)?;
+        ex.set(self.guide_family, &targets.family)?;
+        ex.set(self.guide_weight, &[weight])
     }
 }

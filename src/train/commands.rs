@@ -126,19 +126,19 @@ pub fn infer(checkpoint: &Path, features: &Path, noise: Option<&Path>, out: &Pat
             })
             .collect()
     });
-    model.set_inputs(&feats, &z, segments.as_deref(), 0.0);
+    model.set_inputs(&feats, &z, segments.as_deref(), 0.0)?;
     let mut t = TensorFile::default();
     // the inputs drawn here, so another implementation (PyTorch) can reproduce the outputs
     t.insert("noise", &[b, k, d], z.clone());
     if let Some(s) = &segments {
         t.insert("spectral_weights", &[b, n, k], s.clone());
     }
-    model.ex.forward();
+    model.ex.forward()?;
     let v = model.vars.clone();
-    t.insert("slots", &[b, k, d], model.ex.get(v.out.slots));
-    t.insert("attn", &[b, n, k], model.ex.get(v.out.attn));
-    t.insert("alpha", &[b, k, n], model.ex.get(v.out.alpha));
-    t.insert("recon", &[b, n, f], model.ex.get(v.recon));
+    t.insert("slots", &[b, k, d], model.ex.get(v.out.slots)?);
+    t.insert("attn", &[b, n, k], model.ex.get(v.out.attn)?);
+    t.insert("alpha", &[b, k, n], model.ex.get(v.out.alpha)?);
+    t.insert("recon", &[b, n, f], model.ex.get(v.recon)?);
     if npz {
         npy::write_npz(out, &t.tensors.iter().map(|(k, v)| (k.as_str(), v.shape.as_slice(), v.data.as_slice())).collect::<Vec<_>>())?;
     } else {

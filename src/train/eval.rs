@@ -53,24 +53,24 @@ pub fn predict(model: &mut Model, data: &Dataset, seed: u64, segments: Option<&S
         let noise = scene_noise(seed, &padded, k * d, noise_scale);
         let segs = segments.map(|c| c.gather(&padded));
         let inputs = data.model_inputs(&padded)?;
-        model.feed_inputs(&inputs, &noise, segs.as_deref(), 0.0);
-        model.ex_mut().forward();
+        model.feed_inputs(&inputs, &noise, segs.as_deref(), 0.0)?;
+        model.ex_mut().forward()?;
         let c = chunk.len();
         let (out, ex) = (model.out(), model.ex());
-        let alpha = ex.get(out.alpha);
+        let alpha = ex.get(out.alpha)?;
         p.alpha.extend_from_slice(&alpha[..c * k * n]);
-        let attn = ex.get(out.attn); // [B, N, K]
+        let attn = ex.get(out.attn)?; // [B, N, K]
         for bi in 0..c {
             p.attn.extend((0..k * n).map(|i| attn[(bi * n + i % n) * k + i / n]));
         }
         // per-scene measures of the real scenes only
-        let recon = ex.get(model.recon());
+        let recon = ex.get(model.recon())?;
         let target = if model.is_pixel() { crate::model::pixel::scale_images(&inputs) } else { inputs };
         let per = recon.len() / b;
         let sq: f64 = recon[..c * per].iter().zip(&target[..c * per]).map(|(&r, &t)| ((r - t) as f64).powi(2)).sum();
         p.recon += sq / per as f64;
         let (active, overlap) = mask_stats(&alpha[..c * k * n], c, k, n, 0.02);
-        let (raw, centered) = slot_similarity(&ex.get(out.slots)[..c * k * d], c, k, d);
+        let (raw, centered) = slot_similarity(&ex.get(out.slots)?[..c * k * d], c, k, d);
         p.active_slots += active as f64 * c as f64;
         p.mask_overlap += overlap as f64 * c as f64;
         p.slot_similarity += raw as f64 * c as f64;

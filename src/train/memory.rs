@@ -46,10 +46,10 @@ pub fn model_bytes(mcfg: &AnyConfig, b: usize) -> u64 {
         AnyConfig::Feature(c) => crate::model::feature::build(c, b, false).0,
         AnyConfig::Pixel(c) => crate::model::pixel::build(c, b).0,
     };
-    let vals: u64 = g.vars.iter().map(|v| v.len() as u64 * (1 + v.needs_grad as u64)).sum();
-    let saved: u64 = g.nodes.iter().map(|n| n.op.saved_len() as u64).sum();
+    let vals: u64 = g.vars().map(|(_, v)| v.len() as u64 * (1 + v.needs_grad as u64)).sum();
+    let saved: u64 = g.nodes().iter().map(|n| n.op().saved_len() as u64).sum();
     let params: u64 = g.params().iter().map(|&p| g.len(p) as u64).sum();
-    let seed = g.vars.iter().map(|v| v.len() as u64).max().unwrap_or(0);
+    let seed = g.vars().map(|(_, v)| v.len() as u64).max().unwrap_or(0);
     4 * (vals + saved + 2 * params + seed)
 }
 

@@ -220,7 +220,7 @@ impl Trainer {
         // 4. the model, and where it starts
         let mut model = Model::new(&mcfg, b, device.clone())?;
         let params: Vec<_> = model.params().iter().map(|(_, v)| *v).collect();
-        let adam = Adam::new(model.ex_mut(), &params, AdamConfig { lr: cfg.learning_rate, max_grad_norm: Some(cfg.max_grad_norm), ..Default::default() });
+        let adam = Adam::new(model.ex_mut(), &params, AdamConfig { lr: cfg.learning_rate, max_grad_norm: Some(cfg.max_grad_norm), ..Default::default() })?;
         let mut schedule = DiversitySchedule::new(&cfg);
         let mut state = TrainerState { epoch: 0, step: 0, diversity_weight: schedule.weight, config: cfg.clone(), seconds: 0.0, best: None, collapse_streak: 0 };
         let mut history = Vec::new();
@@ -445,18 +445,18 @@ impl Trainer {
         let noise = randn(&mut step_rng(cfg.seed, 2, step), b * k * d, noise_scale);
         let chunk = &batch.scenes[..];
         let segs = self.segments.as_ref().map(|c| c.gather(chunk));
-        self.model.feed_inputs(&batch.inputs, &noise, segs.as_deref(), w_div);
+        self.model.feed_inputs(&batch.inputs, &noise, segs.as_deref(), w_div)?;
         let w_guide = guide_weight(cfg, step, spe);
         // the targets also with the weight at 0: the logged guide is then still the distance
         // to the spectral groups
         if let Some(c) = &self.segments {
             let targets = c.guide_targets(chunk, cfg.guide_balance, cfg.guide_family);
-            self.model.set_guide(&targets, w_guide);
+            self.model.set_guide(&targets, w_guide)?;
         }
-        self.adam.set_step(self.model.ex_mut(), step as u64 + 1, lr);
+        self.adam.set_step(self.model.ex_mut(), step as u64 + 1, lr)?;
         let total = self.model.out().total;
         let adam = &self.adam;
-        self.model.ex_mut().train_step("train_step", total, |cx, l| adam.record(cx, l));
+        self.model.ex_mut().train_step("train_step", total, |cx, l| adam.record(cx, l))?;
         self.state.step += 1;
         let step = self.state.step;
         // Guards: on the CPU reading three floats is free, so every step is checked; on a GPU
@@ -466,7 +466,7 @@ impl Trainer {
             check_losses(&self.model, step)?;
         }
         if log_now {
-            let rec = self.step_record(epoch, lr, w_div, w_guide);
+            let rec = self.step_record(epoch, lr, w_div, w_guide)?;
             self.schedule.observe(&self.cfg, rec.slot_similarity);
             self.watch_collapse(&rec);
             self.progress.message(&rec);
@@ -477,29 +477,29 @@ impl Trainer {
         Ok(())
     }
 
-    fn step_record(&self, epoch: usize, lr: f32, w_div: f32, w_guide: f32) -> StepRecord {
+    fn step_record(&self, epoch: usize, lr: f32, w_div: f32, w_guide: f32) -> Result<StepRecord> {
         let (b, k, d, n) = (self.cfg.batch_size, self.model.num_slots(), self.model.slot_dim(), self.train.tokens());
         let (v, ex) = (self.model.out(), self.model.ex());
-        let (_, sim_centered) = slot_similarity(&ex.get(v.slots), b, k, d);
-        let (active, overlap) = mask_stats(&ex.get(v.alpha), b, k, n, 0.02);
-        StepRecord {
+        let (_, sim_centered) = slot_similarity(&ex.get(v.slots)?, b, k, d);
+        let (active, overlap) = mask_stats(&ex.get(v.alpha)?, b, k, n, 0.02);
+        Ok(StepRecord {
             epoch,
             step: self.state.step,
-            recon: ex.get(v.mse)[0],
-            diversity: ex.get(v.diversity)[0],
+            recon: ex.get(v.mse)?[0],
+            diversity: ex.get(v.diversity)?[0],
             // the distance to the spectral groups (without spectral init there are none)
-            guide: if self.segments.is_some() { ex.get(v.guide)[0] } else { 0.0 },
+            guide: if self.segments.is_some() { ex.get(v.guide)?[0] } else { 0.0 },
             guide_weight: w_guide,
-            total: ex.get(v.total)[0],
-            slot_similarity: ex.get(v.similarity)[0],
+            total: ex.get(v.total)?[0],
+            slot_similarity: ex.get(v.similarity)?[0],
             slot_similarity_centered: sim_centered,
             active_slots: active,
             mask_overlap: overlap,
             lr,
             diversity_weight: w_div,
-            grad_norm: self.adam.last_grad_norm(ex),
+            grad_norm: self.adam.last_grad_norm(ex)?,
             seconds: self.seconds(),
-        }
+        })
     }
 
     /// Collapse warning: too few active slots, or masks that overlap, for several log steps.
@@ -562,12 +562,12 @@ impl Trainer {
             self.run.sync_log()?;
         }
         let mut opt = TensorFile::default();
-        for (name, data) in self.adam.state(self.model.ex()) {
+        for (name, data) in self.adam.state(self.model.ex())? {
             let len = data.len();
             opt.insert(&name, &[len], data);
         }
         opt.metadata.insert("slotforge.trainer".into(), serde_json::to_string(&self.state)?);
-        let mut params = self.model.get_params();
+        let mut params = self.model.get_params()?;
         if self.cfg.use_spectral {
             // eval and infer must start the slots the way training did
             let c = &self.cfg;
@@ -587,7 +587,7 @@ impl Trainer {
 /// Stop on a negative or non-finite loss term, naming it, the step and every term's value.
 pub fn check_losses(model: &Model, step: usize) -> Result<()> {
     let (v, ex) = (model.out(), model.ex());
-    let terms = [("recon", ex.get(v.mse)[0]), ("diversity", ex.get(v.diversity)[0]), ("guide", ex.get(v.guide)[0]), ("total", ex.get(v.total)[0])];
+    let terms = [("recon", ex.get(v.mse)?[0]), ("diversity", ex.get(v.diversity)?[0]), ("guide", ex.get(v.guide)?[0]), ("total", ex.get(v.total)?[0])];
     for &(name, val) in &terms {
         if !val.is_finite() || val < 0.0 {
             let all: Vec<String> = terms.iter().map(|(n, x)| format!("{n}={x}")).collect();

@@ -209,8 +209,8 @@ pub fn initial_slots(model: &mut Model, data: &Dataset, scenes: &[usize], segs: 
         let padded: Vec<usize> = (0..b).map(|i| chunk[i.min(last)]).collect();
         let weights: Vec<f32> = (0..b).flat_map(|i| segment_weights(&chunk_segs[i.min(last)], k)).collect();
         model.feed(data, &padded, &noise, Some(&weights), 0.0)?;
-        model.ex_mut().forward();
-        out.extend_from_slice(&model.ex().get(model.init_slots())[..chunk.len() * k * d]);
+        model.ex_mut().forward()?;
+        out.extend_from_slice(&model.ex().get(model.init_slots())?[..chunk.len() * k * d]);
     }
     Ok(out)
 }
@@ -386,7 +386,7 @@ pub fn diagnose(
     let seg_png = out.join("spectral_segments.png");
     let pca_png = out.join("spectral_slots_pca.png");
     write_segments_with_truth(&seg_png, data, &scenes[..shown], &segs[..shown])?;
-    crate::spectral::write_slot_pca_png(&pca_png, &slots[..shown * k * d], shown, k, d, 160)?;
+    crate::viz::write_slot_pca_png(&pca_png, &slots[..shown * k * d], shown, k, d, 160)?;
 
     let json_path = out.join("spectral_diagnostics.json");
     let mut diag = SpectralDiagnostics {
@@ -435,7 +435,7 @@ pub fn max_pair_cosine(slots: &[f32], k: usize, d: usize) -> f64 {
 
 /// One row per scene: the scene (if the dataset has images), the ground truth, the spectral
 /// segments upsampled to the mask and blended over the scene, then the segments and the slot
-/// groups on the token grid ([`crate::spectral::render_segments`]; colour = segment / slot
+/// groups on the token grid ([`crate::viz::render_segments`]; colour = segment / slot
 /// index, as in the PCA picture).
 pub fn write_segments_with_truth(path: &Path, data: &Dataset, scenes: &[usize], segs: &[Segmentation]) -> Result<()> {
     let grid = data.grid;
@@ -457,7 +457,7 @@ pub fn write_segments_with_truth(path: &Path, data: &Dataset, scenes: &[usize], 
         let mut over = RgbImage::new(pw as u32, ph as u32);
         for (i, &l) in up.iter().enumerate() {
             let (y, x) = ((i / pw) as u32, (i % pw) as u32);
-            let c = crate::spectral::palette(l as usize);
+            let c = crate::viz::palette(l as usize);
             let base = match &scene_img {
                 Some(img) if img.width() as usize == pw && img.height() as usize == ph => img.get_pixel(x, y).0,
                 _ => [255, 255, 255],
@@ -467,7 +467,7 @@ pub fn write_segments_with_truth(path: &Path, data: &Dataset, scenes: &[usize], 
         }
         row.push(over);
         let scale = (ph / grid.0).max(1) as u32;
-        row.push(crate::spectral::render_segments(seg, scale));
+        row.push(crate::viz::render_segments(seg, scale));
         rows.push(crate::viz::hconcat(&row));
     }
     crate::viz::save_png(&crate::viz::vconcat(&rows), path)
