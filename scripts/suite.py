@@ -139,6 +139,8 @@ def family_data(name, spec, out, count, data_seed, cache, log):
     if os.path.exists(meta_path):
         meta = json.load(open(meta_path))
         if meta.get("digest") == digest:
+            objs = [int((np.unique(m) != 0).sum()) for m in np.load(os.path.join(d, "masks.npy"), mmap_mode="r")]
+            meta.update(objects_min=int(min(objs)), objects_max=int(max(objs)), objects_mean=float(np.mean(objs)))
             return d, meta
     if os.path.isdir(d):
         shutil.rmtree(d)
@@ -154,7 +156,7 @@ def family_data(name, spec, out, count, data_seed, cache, log):
     save_npy_atomic(os.path.join(d, "features.npy"), feats)
     save_npy_atomic(os.path.join(d, "masks.npy"), masks)
     save_npy_atomic(os.path.join(d, "images.npy"), imgs)
-    objs = [len(np.unique(m)) - 1 for m in masks]
+    objs = [int((np.unique(m) != 0).sum()) for m in masks]
     meta = dict(
         digest=digest, key=key, scenes=int(count), feat_dim=int(feats.shape[2]), tokens=int(feats.shape[1]),
         objects_min=int(min(objs)), objects_max=int(max(objs)), objects_mean=float(np.mean(objs)),

@@ -12,8 +12,9 @@ FAMILIES = {
         params=dict(feat_dim=384, n_objects=(2, 8), noise=0.15),
     ),
     "noisy": dict(
-        tests="'clean' scenes under heavy noise: iid 0.8, spatially smooth 0.4, stronger textures",
+        tests="'clean' scenes (the same layouts and codes) under heavy noise: iid 0.8, spatially smooth 0.4, stronger textures",
         slots=9,
+        same_scenes_as="clean",
         params=dict(feat_dim=384, n_objects=(2, 8), noise=0.8, smooth_noise=0.4, obj_texture=0.35, bg_texture=0.35),
     ),
     "counts": dict(
@@ -63,3 +64,6 @@ FAMILIES = {
 
 # stable per-family tag for the generators' random streams
 TAGS = {name: i + 1 for i, name in enumerate(FAMILIES)}
+for _name, _spec in FAMILIES.items():
+    if "same_scenes_as" in _spec:
+        TAGS[_name] = TAGS[_spec["same_scenes_as"]]
