@@ -294,6 +294,8 @@ def table_text(summary, meta):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=1, help="training seeds 0..N-1 (default 1)")
+    ap.add_argument("--seed-list", default="", help="explicit comma-separated training seeds (overrides --seeds), e.g. to "
+                    "run seeds in parallel processes on the same --out; a later --seeds N run reuses them all")
     ap.add_argument("--families", default="", help="comma-separated subset (default: all): " + ",".join(fam.FAMILIES))
     ap.add_argument("--quick", action="store_true", help="smoke test: 72 scenes a family, 1 epoch")
     ap.add_argument("--out", default="runs/suite")
@@ -321,7 +323,7 @@ def main():
         raise SystemExit(f"{args.bin} not found: build it first (nice -n 10 cargo build --release)")
     out = os.path.abspath(args.out)
     os.makedirs(os.path.join(out, "configs"), exist_ok=True)
-    seeds = list(range(args.seeds))
+    seeds = [int(x) for x in args.seed_list.split(",") if x] or list(range(args.seeds))
     logf = open(os.path.join(out, "suite.log"), "a")
 
     def log(msg):
