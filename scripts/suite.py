@@ -207,7 +207,8 @@ def train(binary, data_dir, config_path, run_dir, seed, epochs, force, log):
     if os.path.isdir(run_dir):
         shutil.rmtree(run_dir)
     os.makedirs(os.path.dirname(run_dir), exist_ok=True)
-    cmd = ["nice", "-n", "10", binary, "train", "--data", data_dir, "--config", config_path, "--out", run_dir,
+    # the trainer runs at niceness 10 (not 10 more than a suite already started with nice)
+    cmd = ["nice", "-n", str(max(0, 10 - os.nice(0))), binary, "train", "--data", data_dir, "--config", config_path, "--out", run_dir,
            "--device", "cpu", "--seed", str(seed)]
     log("  $ " + " ".join(os.path.relpath(c, ROOT) if os.path.isabs(c) else c for c in cmd))
     t = time.time()
