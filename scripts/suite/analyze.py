@@ -11,8 +11,10 @@ reduced to the grid:
 - decoder (alpha argmax), attention (argmax), teacher (argmax of the spectral weights);
 - token FG-ARI per scene: how often and by how much the decoder is below the teacher;
 - per object (binned by its token area): best IoU with any segment (token mBO), for each;
-- background capture: share of background tokens given to a segment whose majority is an
-  object (segments that swallow background around an object: FG-ARI does not see it, mBO does).
+- for each object's best-matching segment, its precision (share of the segment that is the
+  object) and recall (share of the object in the segment): segments that swallow background
+  or neighbours around an object have low precision, which FG-ARI does not see and mBO does;
+- background capture: share of background tokens in segments whose majority is an object.
 Prints a report; writes ANALYSIS.json beside the run.
 """
 
@@ -49,17 +51,21 @@ def read_safetensors(path):
 
 
 def token_iou_table(true, pred):
-    """Per true object: (token area, best IoU with any predicted segment)."""
+    """Per true object: (token area, best IoU with any predicted segment, that segment's
+    precision |obj & seg| / |seg|, its recall |obj & seg| / |obj|)."""
     rows = []
     for l in np.unique(true):
         if l == 0:
             continue
         m = true == l
-        best = 0.0
+        best = (0.0, 0.0, 0.0)
         for p in np.unique(pred[m]):
             q = pred == p
-            best = max(best, (m & q).sum() / (m | q).sum())
-        rows.append((int(m.sum()), best))
+            inter = (m & q).sum()
+            iou = inter / (m | q).sum()
+            if iou > best[0]:
+                best = (iou, inter / q.sum(), inter / m.sum())
+        rows.append((int(m.sum()), *best))
     return rows
 
 
@@ -113,9 +119,11 @@ def main():
         caps = [c for c in (bg_capture(tr, p[i]) for i, tr in enumerate(trues)) if c is not None]
         bins = {}
         for lo, hi, name in [(0, 2, "1 token"), (2, 8, "2-7"), (8, 32, "8-31"), (32, 128, "32-127"), (128, 10**6, ">=128")]:
-            v = [b for a, b in ious if lo <= a < hi]
-            bins[name] = dict(objects=len(v), token_mbo=float(np.mean(v)) if v else None)
+            v = [r for r in ious if lo <= r[0] < hi]
+            bins[name] = dict(objects=len(v), token_mbo=float(np.mean([r[1] for r in v])) if v else None)
         report[k] = dict(token_fg_ari=s["fg_ari"], token_ari=s["ari"], token_mbo=s["mbo"], bg_capture=float(np.mean(caps)),
+                         best_match_precision=float(np.mean([r[2] for r in ious])),
+                         best_match_recall=float(np.mean([r[3] for r in ious])),
                          segments=float(np.mean([len(np.unique(x)) for x in p])), mbo_by_object_tokens=bins)
     if "teacher" in preds:
         d = np.array([a - b for a, b in zip(per_scene["decoder"], per_scene["teacher"]) if a is not None])
