@@ -115,21 +115,22 @@ def score_batch(trues, preds):
 # k-means floor
 
 
-def kmeans(x, k, rng, restarts=3, iters=40):
+def kmeans(x, k, rng, restarts=10, iters=40):
     """Lloyd's k-means with k-means++ seeding; the restart with the lowest inertia. [n] labels."""
     n = x.shape[0]
     k = min(k, n)
     best, best_inertia = None, np.inf
     sq = (x * x).sum(1)
+    eye = np.eye(k, dtype=x.dtype)
     for _ in range(restarts):
-        centers = np.empty((k, x.shape[1]), dtype=x.dtype)
-        centers[0] = x[rng.integers(n)]
-        d2 = np.maximum(sq - 2 * x @ centers[0] + centers[0] @ centers[0], 0)
-        for c in range(1, k):
+        idx = [int(rng.integers(n))]
+        d2 = np.maximum(sq - 2 * x @ x[idx[0]] + sq[idx[0]], 0)
+        for _c in range(1, k):
             tot = d2.sum()
-            i = rng.choice(n, p=d2 / tot) if tot > 0 else rng.integers(n)
-            centers[c] = x[i]
-            d2 = np.minimum(d2, np.maximum(sq - 2 * x @ centers[c] + centers[c] @ centers[c], 0))
+            i = int(rng.choice(n, p=d2 / tot)) if tot > 0 else int(rng.integers(n))
+            idx.append(i)
+            d2 = np.minimum(d2, np.maximum(sq - 2 * x @ x[i] + sq[i], 0))
+        centers = x[idx].copy()
         labels = None
         for _ in range(iters):
             dist = sq[:, None] - 2 * x @ centers.T + (centers * centers).sum(1)[None, :]
@@ -137,13 +138,14 @@ def kmeans(x, k, rng, restarts=3, iters=40):
             if labels is not None and np.array_equal(new, labels):
                 break
             labels = new
-            for c in range(k):
-                m = labels == c
-                if m.any():
-                    centers[c] = x[m].mean(0)
-                else:  # re-seed an empty cluster at the farthest point
-                    far = dist.min(1).argmax()
-                    centers[c] = x[far]
+            onehot = eye[labels]  # [n, k]
+            counts = onehot.sum(0)
+            sums = onehot.T @ x
+            empty = counts == 0
+            centers = np.where(empty[:, None], centers, sums / np.maximum(counts, 1)[:, None])
+            if empty.any():  # re-seed empty clusters at the farthest points
+                far = np.argsort(-dist.min(1))[: int(empty.sum())]
+                centers[empty] = x[far]
         dist = sq[:, None] - 2 * x @ centers.T + (centers * centers).sum(1)[None, :]
         inertia = dist.min(1).sum()
         if inertia < best_inertia:
@@ -151,7 +153,7 @@ def kmeans(x, k, rng, restarts=3, iters=40):
     return best
 
 
-def kmeans_floor(features, masks, grid, k, seed, metric="cosine"):
+def kmeans_floor(features, masks, grid, k, seed, metric="cosine", restarts=10):
     """Token scores of per-scene k-means (K = k) on the raw tokens of `features` [S, N, F]
     against `masks` [S, H, W] reduced to the grid. metric: "cosine" (tokens L2-normalised,
     spherical k-means) or "euclidean" (raw tokens)."""
@@ -161,6 +163,6 @@ def kmeans_floor(features, masks, grid, k, seed, metric="cosine"):
         x = features[s].astype(np.float64)
         if metric == "cosine":
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        preds.append(kmeans(x, k, rng))
+        preds.append(kmeans(x, k, rng, restarts=restarts))
         trues.append(reduce_to_grid_fast(masks[s], grid))
     return score_batch(trues, preds)
