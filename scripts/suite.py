@@ -271,12 +271,13 @@ def fmt(s, key, digits=2, spread=True):
 
 
 def table_markdown(summary, meta, seeds):
-    head = "| family | F | objects | slots | " + " | ".join(c[0] for c in COLUMNS) + " | min/run |"
-    sep = "|" + "---|" * (5 + len(COLUMNS))
+    head = "| family | F | objects | slots | runs | " + " | ".join(c[0] for c in COLUMNS) + " | min/run |"
+    sep = "|" + "---|" * (6 + len(COLUMNS))
     lines = [head, sep]
     for name, s in summary.items():
         m = meta[name]
-        cells = [name, str(m["feat_dim"]), f"{m['objects_min']}-{m['objects_max']}", str(m["slots"])]
+        runs = s["token_fg_ari"]["n"] if "token_fg_ari" in s else 0
+        cells = [name, str(m["feat_dim"]), f"{m['objects_min']}-{m['objects_max']}", str(m["slots"]), str(runs)]
         cells += [fmt(s, c[1]) for c in COLUMNS]
         cells.append(fmt(s, "minutes", 1, spread=False))
         lines.append("| " + " | ".join(cells) + " |")
