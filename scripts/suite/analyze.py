@@ -3,6 +3,7 @@
 finished suite run.
 
     python3 scripts/suite/analyze.py OUT/runs/FAMILY/seedS [--data OUT/data/FAMILY] [--val 100]
+    python3 scripts/suite/analyze.py --summary OUT [SEED]     # markdown table of the analysed runs
 
 Runs `slotforge infer` on the run's held-out scenes (the last --val of the dataset; its
 default slot noise is the one eval gives scene i of a dataset, so the held-out scores differ
@@ -83,7 +84,34 @@ def bg_capture(true, pred):
     return captured / bg.sum()
 
 
+def summary_table(out, seed):
+    """Markdown: decoder / attention / teacher per family from OUT/runs/*/seedS/ANALYSIS.json."""
+    lines = ["| family | read-out | token FG-ARI | token mBO | best-match precision | best-match recall | scenes dec < teacher | dec - teacher (median) |",
+             "|---|---|---|---|---|---|---|---|"]
+    import families
+
+    for fam in families.FAMILIES:
+        path = os.path.join(out, "runs", fam, f"seed{seed}", "ANALYSIS.json")
+        if not os.path.exists(path):
+            continue
+        r = json.load(open(path))
+        d = r.get("decoder_minus_teacher_per_scene", {})
+        for k in ("decoder", "attention", "teacher"):
+            if k not in r:
+                continue
+            x = r[k]
+            extra = (f"{d['share_below']:.0%} | {d['median']:+.3f}" if k == "decoder" and d else " | ")
+            lines.append(f"| {fam if k == 'decoder' else ''} | {k} | {x['token_fg_ari']:.3f} | {x['token_mbo']:.3f} | "
+                         f"{x['best_match_precision']:.2f} | {x['best_match_recall']:.2f} | {extra} |")
+    return "\n".join(lines)
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--summary":
+        out = sys.argv[2] if len(sys.argv) > 2 else "runs/suite"
+        seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+        print(summary_table(out, seed))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
     ap.add_argument("--data")
