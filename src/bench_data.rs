@@ -87,11 +87,17 @@ fn train(config: Option<&Path>, data: &Path, steps: usize, batch: usize, extra: 
 pub fn run(config: Option<&Path>, data: &Path, steps: usize, batch: usize, memory_scenes: usize) -> Result<()> {
     let ds = crate::data::Dataset::load(data)?;
     let tmp = std::env::temp_dir().join(format!("slotforge-bench-data-{}", std::process::id()));
-    let val = crate::train::config::auto_val_count(ds.count);
+    let tc = match config {
+        Some(p) => crate::train::config::TrainConfig::from_file(p)?,
+        None => crate::train::config::TrainConfig::default(),
+    };
+    let val = tc.val_count_for(ds.count);
     let percent = 100.0 * memory_scenes as f64 / (ds.count - val) as f64;
     eprintln!("bench data: {} ({}), {} GB of features", data.display(), ds.describe(), ds.feature_bytes() as f64 / 1e9);
     let mem_args = vec!["--in-memory".to_string(), "--subset-percent".to_string(), format!("{percent:.6}")];
     let cache = data.join(".slotforge-cache");
+    // every training scene of the set (a config's subset-percent would segment a part)
+    let disk_args = vec!["--subset-percent".to_string(), "100".to_string()];
     let mut rows = Vec::new();
     let mut record = |name: &str, o: Outcome| {
         let line = json!({"bench": "data", "run": name, "first_step_s": o.first_step_s, "median_step_s": o.median_step_s, "steps": o.steps, "peak_rss_mib": o.peak_rss_mib});
@@ -101,10 +107,10 @@ pub fn run(config: Option<&Path>, data: &Path, steps: usize, batch: usize, memor
     record("memory copy", train(config, data, steps, batch, &mem_args, &tmp.join("mem"))?);
     let _ = std::fs::remove_dir_all(&cache);
     drop_page_cache(data)?;
-    record("disk, segmentation cache cold", train(config, data, steps, batch, &[], &tmp.join("cold"))?);
+    record("disk, segmentation cache cold", train(config, data, steps, batch, &disk_args, &tmp.join("cold"))?);
     drop_page_cache(data)?;
-    record("disk, page cache cold", train(config, data, steps, batch, &[], &tmp.join("pc-cold"))?);
-    record("disk, page cache warm", train(config, data, steps, batch, &[], &tmp.join("warm"))?);
+    record("disk, page cache cold", train(config, data, steps, batch, &disk_args, &tmp.join("pc-cold"))?);
+    record("disk, page cache warm", train(config, data, steps, batch, &disk_args, &tmp.join("warm"))?);
     let _ = std::fs::remove_dir_all(&tmp);
     let mem = &rows[0].1;
     println!("\n| run | time to first step | median step | peak RSS | step vs memory | RSS vs memory |");
