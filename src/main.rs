@@ -179,6 +179,9 @@ enum Cmd {
         /// Data benchmark: scenes of the in-memory copy
         #[arg(long, default_value_t = 1000)]
         memory_scenes: usize,
+        /// Data benchmark: runs of the memory copy and of the warm disk set each (alternated)
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
     },
     /// One metric of several runs as one PNG (e.g. token FG-ARI per epoch, spectral vs random).
     Plot {
@@ -273,9 +276,13 @@ struct TrainArgs {
     /// Report the spectral init's diagnostics first; refuse a collapsed init
     #[arg(long)]
     debug_spectral: bool,
-    /// Seed of the init, the data order, the noise and the split
+    /// Seed of the init, the data order and the noise
     #[arg(long)]
     seed: Option<u64>,
+    /// Train N seeds on the same data in one process (OUT/seed-S each); report mean and spread,
+    /// flag collapsed seeds, keep the best by validation reconstruction (no labels)
+    #[arg(long, default_value_t = 1)]
+    seeds: usize,
     /// Run directory
     #[arg(long)]
     out: Option<PathBuf>,
@@ -445,10 +452,16 @@ fn quiet_mesa() {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Train(args) => {
+            let seeds = args.seeds;
             let cfg = args.into_config()?;
             slotforge::train::signals::install()?;
-            let summary = slotforge::train::run::train(cfg)?;
-            println!("{}", serde_json::to_string(&summary)?);
+            if seeds > 1 {
+                let summaries = slotforge::train::seeds::run(cfg, seeds)?;
+                println!("{}", serde_json::to_string(&summaries)?);
+            } else {
+                let summary = slotforge::train::run::train(cfg)?;
+                println!("{}", serde_json::to_string(&summary)?);
+            }
         }
         Cmd::Eval { checkpoint, data, out, device, seed } => {
             check_device_os(device)?;
@@ -483,10 +496,10 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::DebugSpectral { data, num_slots, out, seed, config } => {
             slotforge::train::commands::debug_spectral(&data, num_slots, &out, seed, config.as_deref())?;
         }
-        Cmd::Bench { what, device, steps, batch, profile, config, data, memory_scenes } => {
+        Cmd::Bench { what, device, steps, batch, profile, config, data, memory_scenes, reps } => {
             if what == "data" {
                 let data = data.context("bench data needs --data DIR (e.g. gen-data --count 70000 --dtype f16 --shard-size 5000)")?;
-                slotforge::bench_data::run(config.as_deref(), &data, steps, batch, memory_scenes)?;
+                slotforge::bench_data::run(config.as_deref(), &data, steps, batch, memory_scenes, reps)?;
             } else {
                 slotforge::bench::run(&what, device, steps, batch, profile, config.as_deref())?;
             }
@@ -573,7 +586,7 @@ mod tests {
     /// The key table lists exactly the config's keys, so `config --list` and `--set` cover all.
     #[test]
     fn key_table_matches_the_config() {
-        let t = TrainConfig { data: Some("d".into()), val_data: Some("v".into()), image_size: Some([1, 1]), resume: Some("r".into()), init: Some("i".into()), ..TrainConfig::default() }
+        let t = TrainConfig { data: Some("d".into()), val_data: Some("v".into()), image_size: Some([1, 1]), resume: Some("r".into()), init: Some("i".into()), data_seed: Some(1), ..TrainConfig::default() }
             .to_table()
             .unwrap();
         let listed: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();

@@ -93,6 +93,9 @@ pub struct TrainConfig {
     pub device: DeviceKind,
     pub debug_spectral: bool,
     pub seed: u64,
+    /// Seed of the data: generation, subset, split order and segmentation (absent: `seed`).
+    /// The seeds of `train --seeds` share it, so they train on the same scenes.
+    pub data_seed: Option<u64>,
     pub out: PathBuf,
     pub resume: Option<PathBuf>,
     /// Replace the run in `out` (a non-empty `out` is otherwise refused unless resumed).
@@ -106,6 +109,11 @@ pub struct TrainConfig {
     /// `guide-*-epochs` keys decide).
     pub guide_hold_steps: usize,
     pub guide_fade_steps: usize,
+    /// From this step on the guide's targets are the model's own attention (each token to the
+    /// slot that wins it in this step's forward pass) instead of the spectral segments:
+    /// self-training, which distils the attention into the decoder's masks and lets both leave
+    /// the teacher behind (0: off).
+    pub self_training_steps: usize,
     /// Commit a checkpoint every this many steps (1: a kill loses at most the step in progress).
     pub checkpoint_every: usize,
     /// Without a terminal, print a status line every this many seconds (0: never).
@@ -176,6 +184,7 @@ impl Default for TrainConfig {
             device: DeviceKind::Auto,
             debug_spectral: false,
             seed: 0,
+            data_seed: None,
             out: PathBuf::from("runs/latest"),
             resume: None,
             overwrite: false,
@@ -183,6 +192,7 @@ impl Default for TrainConfig {
             warmup_steps: 0,
             guide_hold_steps: 0,
             guide_fade_steps: 0,
+            self_training_steps: 0,
             checkpoint_every: 1,
             status_seconds: 15.0,
             in_memory: false,
@@ -208,6 +218,11 @@ pub fn auto_val_count(count: usize) -> usize {
 }
 
 impl TrainConfig {
+    /// The seed of the data (see `data_seed`).
+    pub fn data_seed(&self) -> u64 {
+        self.data_seed.unwrap_or(self.seed)
+    }
+
     /// The validation scenes to hold out of a dataset of `count` scenes.
     pub fn val_count_for(&self, count: usize) -> usize {
         if self.val_count > 0 {
@@ -476,6 +491,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("warmup-steps", "learning-rate warmup in steps (0: warmup-epochs decides)"),
     ("guide-hold-steps", "guidance held for this many steps (0: guide-hold-epochs decides)"),
     ("guide-fade-steps", "then faded to 0 over this many steps"),
+    ("self-training-steps", "from this step on, guide toward the model's own attention instead of the spectral segments (0: never)"),
     ("warmup-epochs", "linear learning-rate warmup, in epochs"),
     ("learning-rate", "peak learning rate of Adam"),
     ("decay-half-life", "after warmup the learning rate halves every this many steps (0: constant)"),
@@ -489,7 +505,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("adaptive-factor", "adaptive schedule: the factor a weight moves by per log step"),
     ("device", "auto, cpu, vulkan, metal (mps), dx12 or gl"),
     ("debug-spectral", "report the spectral init's diagnostics before training; refuse a collapsed init"),
-    ("seed", "seed of the init, the data order, the noise and the split"),
+    ("seed", "seed of the init, the data order and the noise"),
+    ("data-seed", "seed of the generated data, the subset and the segmentation (absent: seed)"),
     ("out", "the run directory"),
     ("resume", "the run directory to continue"),
     ("overwrite", "replace the run in out"),

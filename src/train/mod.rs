@@ -12,6 +12,7 @@ pub mod report;
 pub mod run;
 pub mod rundir;
 pub mod signals;
+pub mod seeds;
 pub mod segments;
 pub mod spectral_init;
 pub mod commands;

@@ -122,14 +122,14 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
         }
         (None, v) => {
             let vc = if v.is_some() { 0 } else if cfg.val_count > 0 { cfg.val_count } else { 100 };
-            let all = crate::data::synthetic::generate(&cfg.synthetic, cfg.train_count + vc, cfg.seed ^ 0x5eed, cfg.feat_dim)?;
+            let all = crate::data::synthetic::generate(&cfg.synthetic, cfg.train_count + vc, cfg.data_seed() ^ 0x5eed, cfg.feat_dim)?;
             match v {
                 Some(v) => (all, open_val(v)?),
                 None => all.split(vc),
             }
         }
     };
-    let train = if cfg.subset_percent < 100.0 { train.subset(cfg.subset_percent, cfg.seed) } else { train };
+    let train = if cfg.subset_percent < 100.0 { train.subset(cfg.subset_percent, cfg.data_seed()) } else { train };
     anyhow::ensure!(
         train.count >= cfg.batch_size,
         "{}: the training set has {} scenes, fewer than the batch size {} (lower --batch-size, or raise --subset-percent)",
@@ -160,6 +160,60 @@ pub fn train_on(cfg: TrainConfig, device: Device) -> Result<Summary> {
     Trainer::new(cfg, device)?.run()
 }
 
+/// What a run trains on: the datasets, the model they imply, their segmentations; made once
+/// and shared by the seeds of `train --seeds`.
+pub struct Prepared {
+    pub train: Dataset,
+    pub val: Dataset,
+    pub mcfg: AnyConfig,
+    pub segments: Option<SceneSegments>,
+    pub val_segments: Option<SceneSegments>,
+}
+
+impl Prepared {
+    /// The phases before the model: the run directory is checked to be free (nothing is
+    /// created yet), the data read and checked, the memory estimated, the data segmented.
+    pub fn new(cfg: &TrainConfig) -> Result<Prepared> {
+        cfg.validate()?;
+        if cfg.resume.is_none() {
+            RunDir::check_new(&cfg.out, cfg.overwrite)?;
+        }
+        // data; generated scenes are estimated first (generating them is the allocation)
+        if cfg.data.is_none() {
+            let sample = crate::data::synthetic::generate_range(&cfg.synthetic, 0..1, cfg.data_seed(), cfg.feat_dim)?;
+            let val = if cfg.val_count > 0 { cfg.val_count } else { 100 };
+            let n = cfg.train_count + val;
+            super::memory::check(cfg, &model_config(cfg, &sample)?, &sample, n, val, super::memory::scene_bytes(&sample, n))?;
+        }
+        let (train, val) = load_data(cfg)?;
+        let mcfg = model_config(cfg, &train)?;
+        eprintln!(
+            "data: {} training scenes, {} validation{}; {}; {} model: {} slots of {} dims, batch {}",
+            train.count,
+            val.count,
+            if val.has_masks() { "" } else { " (no masks: unsupervised measures only)" },
+            train.describe(),
+            mcfg.name(),
+            mcfg.num_slots(),
+            mcfg.slot_dim(),
+            cfg.batch_size
+        );
+        // memory: the model, the data's read-ahead and records, and in-memory copies
+        let copies = if cfg.in_memory { super::memory::scene_bytes(&train, train.count) + super::memory::scene_bytes(&val, val.count) } else { 0 };
+        super::memory::check(cfg, &mcfg, &train, train.count + val.count, val.count, copies)?;
+        let (train, val) = if cfg.in_memory { (train.to_memory()?, val.to_memory()?) } else { (train, val) };
+        // the spectral segmentation, from the cache where it has it
+        let (segments, val_segments) = if cfg.use_spectral {
+            let scfg = spectral_init::spectral_config(cfg);
+            let segs = |d: &Dataset| spectral_init::segments_for(d, mcfg.num_slots(), &scfg, cache_dir(d, &cfg.spectral_cache).as_deref());
+            (Some(segs(&train)?), Some(segs(&val)?))
+        } else {
+            (None, None)
+        };
+        Ok(Prepared { train, val, mcfg, segments, val_segments })
+    }
+}
+
 /// A training run in progress.
 pub struct Trainer {
     cfg: TrainConfig,
@@ -186,37 +240,17 @@ impl Trainer {
     /// The phases before the first step. Nothing is written until the inputs have been read
     /// and checked, so a rejected input leaves nothing behind.
     pub fn new(cfg: TrainConfig, device: Device) -> Result<Trainer> {
-        cfg.validate()?;
         let start = Instant::now();
-        // 1. the run directory: a new one must be free (checked now, created below)
+        let data = Prepared::new(&cfg)?;
+        Self::with_data(cfg, device, data, start)
+    }
+
+    /// A run on data already prepared (several seeds of one dataset share it).
+    pub fn with_data(cfg: TrainConfig, device: Device, data: Prepared, start: Instant) -> Result<Trainer> {
+        cfg.validate()?;
         let resuming = cfg.resume.is_some();
-        if !resuming {
-            RunDir::check_new(&cfg.out, cfg.overwrite)?;
-        }
-        // 2. data; generated scenes are estimated first (generating them is the allocation)
-        if cfg.data.is_none() {
-            let sample = crate::data::synthetic::generate_range(&cfg.synthetic, 0..1, cfg.seed, cfg.feat_dim)?;
-            let val = if cfg.val_count > 0 { cfg.val_count } else { 100 };
-            let n = cfg.train_count + val;
-            super::memory::check(&cfg, &model_config(&cfg, &sample)?, &sample, n, val, super::memory::scene_bytes(&sample, n))?;
-        }
-        let (train, val) = load_data(&cfg)?;
-        let mcfg = model_config(&cfg, &train)?;
+        let Prepared { train, val, mcfg, segments, val_segments } = data;
         let b = cfg.batch_size;
-        eprintln!(
-            "data: {} training scenes, {} validation{}; {}; {} model: {} slots of {} dims, batch {b}",
-            train.count,
-            val.count,
-            if val.has_masks() { "" } else { " (no masks: unsupervised measures only)" },
-            train.describe(),
-            mcfg.name(),
-            mcfg.num_slots(),
-            mcfg.slot_dim()
-        );
-        // 3. memory: the model, the data's read-ahead and records, and in-memory copies
-        let copies = if cfg.in_memory { super::memory::scene_bytes(&train, train.count) + super::memory::scene_bytes(&val, val.count) } else { 0 };
-        super::memory::check(&cfg, &mcfg, &train, train.count + val.count, val.count, copies)?;
-        let (train, val) = if cfg.in_memory { (train.to_memory()?, val.to_memory()?) } else { (train, val) };
         // 4. the model, and where it starts
         let mut model = Model::new(&mcfg, b, device.clone())?;
         let params: Vec<_> = model.params().iter().map(|(_, v)| *v).collect();
@@ -267,14 +301,6 @@ impl Trainer {
             seconds: seconds_before,
             version: env!("CARGO_PKG_VERSION").into(),
         }))?;
-        // 5. the spectral segmentation, from the cache where it has it
-        let (segments, val_segments) = if cfg.use_spectral {
-            let scfg = spectral_init::spectral_config(&cfg);
-            let segs = |d: &Dataset| spectral_init::segments_for(d, mcfg.num_slots(), &scfg, cache_dir(d, &cfg.spectral_cache).as_deref());
-            (Some(segs(&train)?), Some(segs(&val)?))
-        } else {
-            (None, None)
-        };
         let steps_per_epoch = train.count / b;
         let total_steps = super::config::total_steps(&cfg, steps_per_epoch);
         let end_lr = final_lr_fraction(&cfg, steps_per_epoch);
@@ -283,7 +309,7 @@ impl Trainer {
                 "WARNING: with decay-half-life {} the learning rate falls to {end_lr:.1e} of its peak by step {}: \
                  most of the run would barely move (set decay-half-life to about a fifth of the run's steps, or 0 for none)",
                 cfg.decay_half_life,
-                steps_per_epoch * cfg.epochs
+                total_steps
             );
         }
         let progress = Progress::new(total_steps, state.step, cfg.status_seconds);
@@ -448,11 +474,20 @@ impl Trainer {
         self.model.feed_inputs(&batch.inputs, &noise, segs.as_deref(), w_div)?;
         let w_guide = guide_weight(cfg, step, spe);
         // the targets also with the weight at 0: the logged guide is then still the distance
-        // to the spectral groups
-        if let Some(c) = &self.segments {
-            let targets = c.guide_targets(chunk, cfg.guide_balance, cfg.guide_family);
+        // to the spectral groups (or, self-training, to the model's own attention)
+        let (balance, by_family) = (cfg.guide_balance, cfg.guide_family);
+        let own = cfg.self_training_steps > 0 && step >= cfg.self_training_steps;
+        if self.segments.is_some() {
+            let targets = if own {
+                let segs = self.own_segmentations(chunk.len())?;
+                let c = self.segments.as_ref().unwrap();
+                spectral_init::guide_targets_of(&segs, c.n, c.k, balance, false)
+            } else {
+                self.segments.as_ref().unwrap().guide_targets(chunk, balance, by_family)
+            };
             self.model.set_guide(&targets, w_guide)?;
         }
+        let cfg = &self.cfg;
         self.adam.set_step(self.model.ex_mut(), step as u64 + 1, lr)?;
         let total = self.model.out().total;
         let adam = &self.adam;
@@ -475,6 +510,23 @@ impl Trainer {
         self.progress.tick(step);
         self.state.diversity_weight = self.schedule.weight;
         Ok(())
+    }
+
+    /// The model's own segmentation of the batch it was just fed: a forward pass, each token
+    /// to the slot whose attention wins it.
+    fn own_segmentations(&mut self, b: usize) -> Result<Vec<crate::spectral::Segmentation>> {
+        self.model.ex_mut().forward()?;
+        let (k, n) = (self.model.num_slots(), self.train.tokens());
+        let attn = self.model.ex().get(self.model.out().attn)?; // [B, N, K]
+        Ok((0..b)
+            .map(|s| {
+                let labels: Vec<u8> = attn[s * n * k..(s + 1) * n * k]
+                    .chunks_exact(k)
+                    .map(|a| (0..k).max_by(|&i, &j| a[i].total_cmp(&a[j])).unwrap() as u8)
+                    .collect();
+                spectral_init::own_segmentation(&labels, k, self.train.grid)
+            })
+            .collect())
     }
 
     fn step_record(&self, epoch: usize, lr: f32, w_div: f32, w_guide: f32) -> Result<StepRecord> {
@@ -571,7 +623,7 @@ impl Trainer {
         if self.cfg.use_spectral {
             // eval and infer must start the slots the way training did
             let c = &self.cfg;
-            let spectral = json!({"affinity_power": c.spectral_affinity_power, "seed": c.seed, "noise": c.spectral_noise, "pool": c.spectral_pool});
+            let spectral = json!({"affinity_power": c.spectral_affinity_power, "seed": c.data_seed(), "noise": c.spectral_noise, "pool": c.spectral_pool});
             params.metadata.insert(SPECTRAL_METADATA.into(), spectral.to_string());
         }
         self.run.commit(self.state.step, params, opt, best, durable)?;

@@ -68,7 +68,7 @@ pub const PNG_SCENES: usize = 8;
 /// seed, affinity power (see `TrainConfig::spectral_affinity_power`) and pooling.
 pub fn spectral_config(cfg: &TrainConfig) -> SpectralConfig {
     SpectralConfig {
-        seed: cfg.seed,
+        seed: cfg.data_seed(),
         affinity_power: cfg.spectral_affinity_power,
         pool: cfg.spectral_pool,
         ..SpectralConfig::default()
@@ -101,15 +101,29 @@ impl SceneSegments {
     /// sum is pulled toward the region, and balance weighs the region as one group. Without
     /// it each piece's slot must draw its piece's arbitrary outline inside the background.
     pub fn guide_targets(&self, scenes: &[usize], balance: f32, by_family: bool) -> GuideTargets {
-        let (n, k) = (self.n, self.k);
+        let segs: Vec<Segmentation> = scenes.iter().map(|&s| self.seg(s)).collect();
+        guide_targets_of(&segs, self.n, self.k, balance, by_family)
+    }
+}
+
+/// The model's own segmentation of a scene as a guide target (self-training): token `i` goes
+/// to the slot that won it, `labels[i]` in `0..k`; no families.
+pub fn own_segmentation(labels: &[u8], k: usize, grid: (usize, usize)) -> Segmentation {
+    let wide: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+    let ids: Vec<u32> = (0..k as u32).collect();
+    Segmentation { grid, labels: wide.clone(), num_segments: k, eigenvalues: vec![], groups: wide, num_groups: k, group_segment: ids.clone(), group_family: ids }
+}
+
+/// [`SceneSegments::guide_targets`] of given segmentations, one a scene of the batch.
+pub fn guide_targets_of(segs: &[Segmentation], n: usize, k: usize, balance: f32, by_family: bool) -> GuideTargets {
+    {
         let mut t = GuideTargets {
-            masks: vec![0f32; scenes.len() * k * n],
-            attn: vec![0f32; scenes.len() * n * k],
-            scale: vec![1f32; scenes.len() * n],
-            family: vec![0f32; scenes.len() * k * k],
+            masks: vec![0f32; segs.len() * k * n],
+            attn: vec![0f32; segs.len() * n * k],
+            scale: vec![1f32; segs.len() * n],
+            family: vec![0f32; segs.len() * k * k],
         };
-        for (b, &s) in scenes.iter().enumerate() {
-            let seg = self.seg(s);
+        for (b, seg) in segs.iter().enumerate() {
             // family of each slot: its group's family, or itself (also slots without a group)
             let fam: Vec<usize> = (0..k)
                 .map(|j| if by_family && j < seg.num_groups { seg.group_family[j] as usize } else { j })
