@@ -208,10 +208,17 @@ def final_epoch(metrics_path):
     return last
 
 
-def train(binary, data_dir, config_path, run_dir, seed, epochs, force, log):
+def finished(rec, epochs, steps):
+    """A run's last record is its end: the step budget reached, or the last epoch."""
+    if rec is None or rec.get("type") != "epoch":
+        return False
+    return rec.get("step") == steps if steps else rec.get("epoch") == epochs
+
+
+def train(binary, data_dir, config_path, run_dir, seed, epochs, steps, force, log):
     metrics = os.path.join(run_dir, "metrics.jsonl")
     rec = final_epoch(metrics)
-    if rec is not None and rec.get("type") == "epoch" and rec.get("epoch") == epochs and not force:
+    if finished(rec, epochs, steps) and not force:
         return rec, None
     if os.path.isdir(run_dir):
         shutil.rmtree(run_dir)
@@ -332,6 +339,8 @@ def main():
     n_val = args.val_scenes or size["val"]
     base = read_toml(args.config)
     epochs = args.epochs or size.get("epochs") or base.get("epochs", 8)
+    # a budget in steps (the base config's `steps`) wins over epochs, except in --quick
+    steps = 0 if args.quick else int(base.get("steps", 0))
     if not args.no_train and not os.path.exists(args.bin):
         raise SystemExit(f"{args.bin} not found: build it first (nice -n 10 cargo build --release)")
     out = os.path.abspath(args.out)
@@ -360,7 +369,7 @@ def main():
         m = dict(m, slots=spec["slots"], tests=spec["tests"])
         meta[name] = m
         cfg_path = os.path.join(out, "configs", f"{name}.toml")
-        write_config(base, {"val-count": n_val, "num-slots": spec["slots"], "epochs": epochs}, cfg_path,
+        write_config(base, {"val-count": n_val, "num-slots": spec["slots"], "epochs": epochs, "steps": steps}, cfg_path,
                      f"family {name}, base {os.path.relpath(args.config, ROOT)}")
         rows[name] = []
         for seed in seeds:
@@ -370,13 +379,13 @@ def main():
                  "kmeans_euclidean_token_fg_ari": km["euclidean"]["fg_ari"], "kmeans": km}
             if args.collect:
                 rec = final_epoch(os.path.join(out, "runs", name, f"seed{seed}", "metrics.jsonl"))
-                if rec is None or rec.get("type") != "epoch" or rec.get("epoch") != epochs:
+                if not finished(rec, epochs, steps):
                     log(f"  seed {seed}: no finished run, left out")
                     continue
             if not args.no_train:
                 run_dir = os.path.join(out, "runs", name, f"seed{seed}")
                 try:
-                    rec, secs = train(args.bin, data_dir, cfg_path, run_dir, seed, epochs, args.force and not args.collect, log)
+                    rec, secs = train(args.bin, data_dir, cfg_path, run_dir, seed, epochs, steps, args.force and not args.collect, log)
                 except Exception as e:  # noqa: BLE001
                     log(f"  seed {seed}: FAILED: {e}")
                     failures[f"{name}/seed{seed}"] = str(e)

@@ -129,6 +129,13 @@ impl Dataset {
         Self::from_columns(features, images, masks, identity.clone(), identity)
     }
 
+    /// The same data under another name in messages (e.g. "the built-in tetrominoes scenes").
+    pub fn named(self, location: &str) -> Dataset {
+        let st = &self.store;
+        let store = Store { features: st.features.clone(), images: st.images.clone(), masks: st.masks.clone(), identity: st.identity.clone(), location: location.to_string() };
+        Dataset { store: Arc::new(store), ..self }
+    }
+
     /// Check the columns' shapes against each other and make a dataset of them.
     fn from_columns(features: Option<Column>, images: Option<Column>, masks: Option<Column>, identity: String, location: String) -> Result<Dataset> {
         // (count, name) of the first column, for mismatch messages

@@ -42,13 +42,14 @@ pub fn generate(name: &str, count: usize, seed: u64, feat_dim: usize) -> Result<
 /// Scenes `range` of the named dataset (scene i is the same as in [`generate`]): `gen-data`
 /// writes large sets range by range without holding them in memory.
 pub fn generate_range(name: &str, range: Range<usize>, seed: u64, feat_dim: usize) -> Result<Dataset> {
-    match name {
+    let ds = match name {
         "clevr-features" => clevr_features_range(range, seed, feat_dim, 10, &FeatureParams::default()),
         "clevr6-features" => clevr_features_range(range, seed, feat_dim, 6, &FeatureParams::default()),
         "tetrominoes" => tetrominoes_range(range, seed),
         "multi-dsprites" => multi_dsprites_range(range, seed),
         _ => bail!("unknown synthetic dataset '{name}' (known: {})", NAMES.join(", ")),
-    }
+    }?;
+    Ok(ds.named(&format!("the built-in {name} scenes")))
 }
 
 /// Write scenes `range` of the named dataset into `dir` (which exists) without holding them in
