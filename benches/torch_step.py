@@ -9,7 +9,7 @@ CPU with as many threads as cores, or on CUDA / MPS with --device. Prints one JS
     pip install ./python        # the slotforge package (torch, numpy, safetensors)
     python3 benches/torch_step.py [--steps 5] [--batch 16] [--device cpu|cuda|mps] [--decoder per-pair|mixed] [--checkpoint C]
 
---decoder per-pair (default, the baseline of the README's table): the textbook decoder, values
+--decoder per-pair (default, the baseline of docs/experiments/speed.md): the textbook decoder, values
 for every (slot, token) pair. --decoder mixed: slotforge's exact rewrite, the values once per
 token from the alpha-mixed hidden layer. --checkpoint: time the model of a slotforge feature
 checkpoint instead of the reference sizes.

@@ -21,18 +21,21 @@ committed DIR carries a run across machines.
 import time
 import argparse, json, os, shutil, subprocess, sys
 
-# what a run needs to resume: the optimizer file holds the trainer state
-RUN_FILES = ["metrics.jsonl", "model.safetensors", "optimizer.safetensors"]
+def resumable(run):
+    """A run directory with a committed checkpoint (its `last` pointer)."""
+    return os.path.exists(os.path.join(run, "last"))
 
 
 def copy_run(src, dst):
-    """Copy a run's files, each to a temporary name and then renamed: never half a file."""
-    if not all(os.path.exists(os.path.join(src, f)) for f in RUN_FILES):
+    """Copy a whole run directory through a temporary sibling renamed into place: never half
+    a run."""
+    if not resumable(src):
         return False
-    os.makedirs(dst, exist_ok=True)
-    for f in RUN_FILES:
-        shutil.copyfile(os.path.join(src, f), os.path.join(dst, f + ".tmp"))
-        os.replace(os.path.join(dst, f + ".tmp"), os.path.join(dst, f))
+    tmp = dst.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, symlinks=True, ignore=shutil.ignore_patterns(".lock", "*.tmp"))
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
     return True
 
 ARMS = {
@@ -65,7 +68,7 @@ for seed in a.seeds:
         run = os.path.join(a.out, f"{arm}-seed{seed}")
         metrics = os.path.join(run, "metrics.jsonl")
         kept = os.path.join(a.keep, f"{arm}-seed{seed}") if a.keep else None
-        if kept and not a.rerun and not os.path.exists(os.path.join(run, "optimizer.safetensors")) and copy_run(kept, run):
+        if kept and not a.rerun and not resumable(run) and copy_run(kept, run):
             print(f"== {arm} seed {seed}: restored from {kept}", file=sys.stderr, flush=True)
         def epochs_done():
             if not os.path.exists(metrics):
@@ -79,16 +82,18 @@ for seed in a.seeds:
             # a run with at least this many epochs is reused: the first E epochs of a longer
             # run are the E-epoch run (the schedule does not depend on the total)
             if (len(epochs_done()) < a.epochs or a.rerun) and (a.budget_minutes <= 0 or left > 0.5):
-                resume = os.path.exists(os.path.join(run, "optimizer.safetensors")) and not a.rerun
-                if not resume and os.path.exists(metrics):
-                    os.remove(metrics)
+                resume = resumable(run) and not a.rerun
                 cfg = os.path.join(a.out, f"{arm}-seed{seed}.toml")
                 with open(cfg, "w") as f:
                     f.write("\n".join(base + keys + [f"epochs = {a.epochs}", f"seed = {seed}",
                             f"time-limit-minutes = {max(left, 0)}", f'out = "{run}"']) + "\n")
                 print(f"== {arm} seed {seed}" + (f": resuming after epoch {len(epochs_done())}" if resume else ""),
                       file=sys.stderr, flush=True)
-                cmd = [a.bin, "train", "--config", cfg] + (["--resume", os.path.join(run, "model.safetensors")] if resume else [])
+                # a resumed run keeps its settings; only its length and time limit change
+                if resume:
+                    cmd = [a.bin, "train", "--resume", run, "--epochs", str(a.epochs), "--time-limit-minutes", str(max(left, 0))]
+                else:
+                    cmd = [a.bin, "train", "--config", cfg, "--overwrite"]
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             else:
                 print(f"== {arm} seed {seed}: {len(epochs_done())} epochs in {metrics}", file=sys.stderr, flush=True)

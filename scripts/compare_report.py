@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The figures the README quotes for a spectral-vs-random comparison, from metrics files.
+"""The figures docs/experiments/spectral-vs-random-clevr10.md quotes for a spectral-vs-random comparison, from metrics files.
 
     python3 scripts/compare_report.py RANDOM_RUN SPECTRAL_RUN [--from-epoch 20] [--from-step 300]
 

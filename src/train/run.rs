@@ -38,9 +38,9 @@ pub struct Summary {
     pub last: Option<EvalRecord>,
     /// The best validation by [`EvalRecord::selection`], and its step.
     pub best: Option<Best>,
-    pub best_token_fg_ari: f64,
-    /// Best pixel-level FG-ARI of an epoch (both models).
-    pub best_fg_ari: f64,
+    pub best_token_fg_ari: Option<f64>,
+    /// Best pixel-level FG-ARI of an epoch (both models; None without masks).
+    pub best_fg_ari: Option<f64>,
     /// Seconds from the start of the process to the end of the first step of this sitting.
     pub first_step_seconds: Option<f64>,
     /// Peak resident memory of the process (Linux; MiB).
@@ -434,7 +434,7 @@ impl Trainer {
                 _ => None,
             })
             .collect();
-        let best_of = |f: fn(&EvalRecord) -> Option<f64>| evals.iter().filter_map(|e| f(e)).fold(0.0, f64::max);
+        let best_of = |f: fn(&EvalRecord) -> Option<f64>| evals.iter().filter_map(|e| f(e)).reduce(f64::max);
         Ok(Summary {
             steps: self.state.step,
             epochs: self.state.epoch,
